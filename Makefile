@@ -1,0 +1,40 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   synthetic data -> inspect -> train -> evaluate -> predict -> export
+#   make test   the pytest suite (CI: .ci/run)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
+DEMO_DATA := data/synthetic
+DEMO_RUN := runs/demo
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test test-slow install clean-demo
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+$(DEMO_DATA)/instances_train.json: | $(STAMP)
+	$(BIN)/keras-solo make-synthetic --out $(DEMO_DATA) --images 400 --size 256x128 --seed 0
+
+demo: $(STAMP) $(DEMO_DATA)/instances_train.json
+	$(BIN)/keras-solo inspect-data $(DEMO_DATA)/instances_train.json --out $(DEMO_RUN)/inspect
+	$(BIN)/keras-solo train --config training/demo.yaml --out $(DEMO_RUN) --resume
+	$(BIN)/keras-solo evaluate --model $(DEMO_RUN)/best.keras --data $(DEMO_DATA)/instances_val.json --out $(DEMO_RUN)/eval --overwrite
+	$(BIN)/keras-solo predict --model $(DEMO_RUN)/best.keras --source $(DEMO_DATA)/val --out $(DEMO_RUN)/predict --limit 8 --overwrite
+	@echo "demo done: see $(DEMO_RUN)/ (loss_curve.png, eval/metrics.json, predict/*.jpg)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+clean-demo:
+	rm -rf $(DEMO_RUN) $(DEMO_DATA)

@@ -1,0 +1,124 @@
+"""The paper's ablation (Tables 3 and 4): SOLO without coords, SOLO, SOLO +
+grid attention, trained on the same data and schedule, evaluated with COCO AP.
+
+The preset is an ordinary config (the shared base); the command switches
+`model.use_coords` / `model.use_attention` per variant and trains each with
+`--seeds` seeds. Every trained variant is kept as `<out>/<variant>/seed<k>/best.keras`.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from keras_solo.config import load_config, replace, save_config
+from keras_solo.errors import SoloError
+
+VARIANTS = (
+    ("no_coords", "SOLO (no coords)", {"model.use_coords": False, "model.use_attention": False}),
+    ("solo", "SOLO", {"model.use_coords": True, "model.use_attention": False}),
+    ("attention", "Attention mechanism", {"model.use_coords": True, "model.use_attention": True}),
+)
+
+# The paper's own numbers (Tables 3 and 4), 5-class Cityscapes subset.
+PAPER_TABLE3 = {"no_coords": (11.0, 20.1, 11.0), "solo": (12.8, 21.0, 13.7), "attention": (14.7, 26.6, 14.0)}
+PAPER_TABLE4 = {"solo": (0.1, 4.3, 33.0), "attention": (0.5, 8.0, 38.0)}
+
+
+def _mean_std(values):
+    values = np.asarray(values, np.float64)
+    if values.size == 0:
+        return "n/a"
+    if values.size == 1:
+        return f"{values[0]:.1f}"
+    return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
+
+
+def format_tables(results, seeds):
+    """Markdown Tables 3 and 4: ours (mean ± std over seeds) beside the paper's."""
+    lines = [f"Table 3 (segm AP, {seeds} seed(s); paper in brackets)", "",
+             "| algorithm | AP | AP50 | AP75 |", "|---|---|---|---|"]
+    for key, title, _ in VARIANTS:
+        runs = results.get(key, [])
+        paper = PAPER_TABLE3.get(key)
+        cells = [f"{_mean_std([r[m] for r in runs])} ({p})" for m, p in zip(("AP", "AP50", "AP75"), paper)]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    lines += ["", "Table 4 (segm AP by size; paper in brackets)", "",
+              "| algorithm | APs | APm | APl |", "|---|---|---|---|"]
+    for key, title, _ in VARIANTS:
+        runs = results.get(key, [])
+        paper = PAPER_TABLE4.get(key, ("-", "-", "-"))
+        cells = [f"{_mean_std([r[m] for r in runs])} ({p})" for m, p in zip(("APs", "APm", "APl"), paper)]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_tables(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(VARIANTS)
+    for v, (key, title, _) in enumerate(VARIANTS):
+        runs = results.get(key, [])
+        means = [np.mean([r[m] for r in runs]) if runs else 0 for m in metrics]
+        stds = [np.std([r[m] for r in runs], ddof=1) if len(runs) > 1 else 0 for m in metrics]
+        ax.bar(np.arange(len(metrics)) + v * width, means, width, yerr=stds, label=title, capsize=3)
+    ax.set_xticks(np.arange(len(metrics)) + width * (len(VARIANTS) - 1) / 2)
+    ax.set_xticklabels(metrics)
+    ax.set_ylabel("segm AP (%)")
+    ax.legend()
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_ablation(config, out_dir, *, seeds=1, overwrite=False, verbose=1):
+    """Trains and evaluates every variant x seed; returns {variant: [segm metrics]}."""
+    from keras_solo import builders
+    from keras_solo.evaluate import evaluate_model
+    from keras_solo.model.solo import load_model
+    from keras_solo.train import train
+
+    if os.path.exists(os.path.join(out_dir, "ablation.json")) and not overwrite:
+        raise SoloError(f"{out_dir}: already holds ablation results; use --overwrite or another --out")
+    os.makedirs(out_dir, exist_ok=True)
+    save_config(config, os.path.join(out_dir, "base_config.yaml"))
+    val = builders.load_split(config, "val")
+    results = {}
+    for key, title, switches in VARIANTS:
+        results[key] = []
+        for seed in range(seeds):
+            variant = replace(config, **switches, **{"train.seed": config.train.seed + seed})
+            run_dir = os.path.join(out_dir, key, f"seed{seed}")
+            metrics_path = os.path.join(run_dir, "metrics.json")
+            if os.path.exists(metrics_path) and not overwrite:
+                with open(metrics_path) as f:
+                    metrics = json.load(f)
+            else:
+                print(f"== {title} seed {seed} -> {run_dir}", flush=True)
+                train(variant, run_dir, overwrite=overwrite, resume=True, verbose=verbose)
+                model = load_model(os.path.join(run_dir, "best.keras"))
+                metrics, _ = evaluate_model(model, val, progress=verbose > 0)
+                with open(metrics_path, "w") as f:
+                    json.dump(metrics, f, indent=1)
+            results[key].append(metrics["segm"])
+    with open(os.path.join(out_dir, "ablation.json"), "w") as f:
+        json.dump({"seeds": seeds, "results": results}, f, indent=1)
+    tables = format_tables(results, seeds)
+    with open(os.path.join(out_dir, "ablation.md"), "w") as f:
+        f.write(tables + "\n")
+    plot_tables(results, os.path.join(out_dir, "ablation.png"))
+    return results, tables
+
+
+def ablation_command(args):
+    config = load_config(args.config, args.set)
+    out = args.out or os.path.join("runs", "ablation_" + os.path.splitext(os.path.basename(args.config))[0])
+    _, tables = run_ablation(config, out, seeds=args.seeds, overwrite=args.overwrite)
+    print(tables)
+    print(f"\nwrote {out}/ablation.md, ablation.json, ablation.png")

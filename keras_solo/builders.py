@@ -1,0 +1,110 @@
+"""The one place that maps a `SOLOConfig` to component arguments.
+
+Components (model, dataset) take explicit keyword arguments; nothing else
+reads the whole config.
+"""
+
+import os
+
+from keras_solo.errors import SoloError
+
+
+def scaled_scale_ranges(model_config):
+    """SOLO's scale ranges rescaled from the reference short side to the input's."""
+    width, height = model_config.input_size
+    factor = min(width, height) / float(model_config.scale_reference_size)
+    return tuple((lo * factor, hi * factor) for lo, hi in model_config.scale_ranges)
+
+
+def model_kwargs(config):
+    """Keyword arguments of `SOLO` from a config."""
+    m, t, e = config.model, config.train, config.eval
+    return dict(
+        num_classes=m.num_classes,
+        class_names=m.class_names,
+        input_size=m.input_size,
+        backbone=m.backbone,
+        backbone_weights=m.backbone_weights,
+        fpn_channels=m.fpn_channels,
+        levels=m.levels,
+        grids=m.grids,
+        head_resize=m.head_resize,
+        head_convs=m.head_convs,
+        head_channels=m.head_channels,
+        norm_groups=m.norm_groups,
+        use_coords=m.use_coords,
+        use_attention=m.use_attention,
+        attention_dim=m.attention_dim,
+        attention_gamma_init=m.attention_gamma_init,
+        prior_prob=m.prior_prob,
+        scale_ranges=scaled_scale_ranges(m),
+        center_sigma=m.center_sigma,
+        max_positives=m.max_positives,
+        mask_stride=config.data.mask_stride,
+        focal_alpha=t.focal_alpha,
+        focal_gamma=t.focal_gamma,
+        mask_loss_weight=t.mask_loss_weight,
+        score_thr=e.score_thr,
+        nms_pre=e.nms_pre,
+        mask_thr=e.mask_thr,
+        update_thr=e.update_thr,
+        max_per_img=e.max_per_img,
+        nms_kernel=e.nms_kernel,
+        nms_sigma=e.nms_sigma,
+    )
+
+
+def build_model(config, build=True):
+    """A `SOLO` model for the config (variables created when `build`)."""
+    from keras_solo.model.solo import SOLO
+
+    model = SOLO(**model_kwargs(config))
+    if build:
+        model.build()
+    return model
+
+
+def resolve_path(path, base=None):
+    """Resolves a config path relative to `base` (the config's folder) when it
+    does not exist relative to the working directory."""
+    if not path:
+        return path
+    if os.path.isabs(path) or os.path.exists(path) or base is None:
+        return path
+    candidate = os.path.join(base, path)
+    return candidate if os.path.exists(candidate) else path
+
+
+def load_split(config, split):
+    """Loads the COCO file of a split ("train" | "val") with the config's classes."""
+    from keras_solo.data.coco import load_coco
+
+    data = config.data
+    json_path = data.train_json if split == "train" else data.val_json
+    images = data.train_images if split == "train" else data.val_images
+    if not json_path:
+        raise SoloError(f"data.{split}_json is empty: set it in the config or with --set")
+    return load_coco(json_path, images or None, strict=data.strict, class_names=config.model.class_names)
+
+
+def dataset_kwargs(config, training):
+    d = config.data
+    return dict(
+        image_size=config.model.input_size,
+        size_divisor=d.size_divisor,
+        max_instances=d.max_instances,
+        mask_stride=d.mask_stride,
+        flip=d.flip,
+        scale_jitter=d.scale_jitter,
+        photometric=d.photometric,
+        training=training,
+        seed=config.train.seed,
+    )
+
+
+def build_dataset(config, coco, *, training, batch_size=None, repeat=False):
+    """A tf.data pipeline over a loaded `CocoDataset`."""
+    from keras_solo.data.pipeline import build_dataset as _build
+
+    kwargs = dataset_kwargs(config, training)
+    return _build(coco, batch_size=batch_size or config.train.batch_size, repeat=repeat, **kwargs)

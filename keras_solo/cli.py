@@ -1,0 +1,245 @@
+"""The `keras-solo` command.
+
+Every sub-command has `--help`. Bad input prints one line
+(``error: <file>: <problem>``) and exits with code 2; `--debug` shows the
+traceback instead.
+"""
+
+import argparse
+import os
+import sys
+
+from keras_solo.errors import SoloError
+
+
+def _size(text):
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH like 1344x672, got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return (w, h)
+
+
+def _classes(text):
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of class names")
+    return names
+
+
+def _quiet_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# ---------------------------------------------------------------------------
+# Sub-commands (imports are lazy so `--help` and data tools start fast)
+
+def cmd_make_synthetic(args):
+    from keras_solo.data.synthetic import make_synthetic
+
+    stats = make_synthetic(args.out, images=args.images, size=args.size, seed=args.seed,
+                           overwrite=args.overwrite)
+    print(f"wrote synthetic dataset to {args.out}: {stats.get('summary', stats)}")
+
+
+def cmd_convert_cityscapes(args):
+    from keras_solo.data.convert import convert_cityscapes
+
+    stats = convert_cityscapes(args.root, args.split, args.out, classes=args.classes, overwrite=args.overwrite)
+    print(f"wrote {args.out}: {stats}")
+
+
+def cmd_convert_yolo(args):
+    from keras_solo.data.convert import convert_yolo
+
+    stats = convert_yolo(args.data, args.split, args.out, classes=args.classes, overwrite=args.overwrite,
+                         strict=args.strict)
+    print(f"wrote {args.out}: {stats}")
+
+
+def cmd_inspect_data(args):
+    from keras_solo.data.inspect import format_report, inspect_data
+
+    stats = inspect_data(args.json, image_root=args.images, out_dir=args.out, num_overlays=args.overlays)
+    print(format_report(stats))
+
+
+def cmd_config(args):
+    import yaml
+
+    from keras_solo.config import config_to_dict, load_config
+
+    config = load_config(args.config, args.set)
+    print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
+
+
+def cmd_train(args):
+    _quiet_tf()
+    from keras_solo.config import load_config
+
+    config = load_config(args.config, args.set)
+    out = args.out or os.path.join("runs", os.path.splitext(os.path.basename(args.config or "default"))[0])
+    from keras_solo.train import train
+
+    train(config, out, overwrite=args.overwrite, resume=True)
+    print(f"training done: {out} (best.keras, last.keras, log.csv, loss_curve.png)")
+
+
+def cmd_evaluate(args):
+    _quiet_tf()
+    from keras_solo.evaluate import evaluate_command
+
+    evaluate_command(args)
+
+
+def cmd_predict(args):
+    _quiet_tf()
+    from keras_solo.predict import predict_command
+
+    predict_command(args)
+
+
+def cmd_ablation(args):
+    _quiet_tf()
+    from keras_solo.ablation import ablation_command
+
+    ablation_command(args)
+
+
+def cmd_export(args):
+    _quiet_tf()
+    from keras_solo.export import export_command
+
+    export_command(args)
+
+
+def cmd_benchmark(args):
+    from keras_solo.benchmark import benchmark_command
+
+    benchmark_command(args)
+
+
+# ---------------------------------------------------------------------------
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-solo",
+        description="SOLO instance segmentation with grid attention (Keras 3 / TensorFlow).")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, func, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks on errors")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("make-synthetic", cmd_make_synthetic, "write the deterministic synthetic road-scene COCO dataset")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--images", type=int, default=400, help="number of images (train + val)")
+    p.add_argument("--size", type=_size, default=(256, 128), help="image size WxH (default 256x128)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+
+    p = add("convert-cityscapes", cmd_convert_cityscapes, "Cityscapes gtFine polygons -> COCO instances JSON")
+    p.add_argument("--root", required=True, help="Cityscapes root (holds gtFine/ and leftImg8bit/)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.add_argument("--classes", type=_classes, default=("person", "rider", "car", "truck", "bus"))
+    p.add_argument("--overwrite", action="store_true")
+
+    p = add("convert-yolo", cmd_convert_yolo, "YOLO polygon labels -> COCO instances JSON")
+    p.add_argument("--data", required=True, help="YOLO data.yaml")
+    p.add_argument("--split", default="train")
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.add_argument("--classes", type=_classes, default=None, help="keep/reorder classes, e.g. person,rider,car")
+    p.add_argument("--strict", action="store_true", help="malformed label lines are errors, not warnings")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = add("inspect-data", cmd_inspect_data, "counts per class / area bucket, overlays of a COCO file")
+    p.add_argument("json", help="COCO instances JSON")
+    p.add_argument("--images", default=None, help="image root (default: the JSON's folder)")
+    p.add_argument("--out", default=None, help="folder for overlay PNGs")
+    p.add_argument("--overlays", type=int, default=4)
+
+    p = add("config", cmd_config, "print the resolved config (preset + --set overrides)")
+    p.add_argument("--config", default=None, help="YAML preset (default: built-in defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=3")
+
+    p = add("train", cmd_train, "train with model.fit on the tf.data pipeline")
+    p.add_argument("--config", required=True, help="YAML preset, e.g. training/demo.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=3")
+    p.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="accepted for clarity: an unfinished run in --out always resumes")
+
+    p = add("evaluate", cmd_evaluate, "COCO mask AP of a model on a COCO JSON")
+    p.add_argument("--model", required=True, help=".keras model")
+    p.add_argument("--data", required=True, help="COCO instances JSON")
+    p.add_argument("--images", default=None, help="image root (default: the JSON's folder)")
+    p.add_argument("--out", default=None, help="folder for metrics.json and detections (default: beside the model)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="inference overrides, e.g. eval.score_thr=0.05")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = add("predict", cmd_predict, "detections + overlays for an image, a folder or a video")
+    p.add_argument("--model", required=True, help=".keras model")
+    p.add_argument("--source", required=True, help="image, folder of images, or video")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--limit", type=int, default=0, help="only the first N images / frames")
+    p.add_argument("--score", type=float, default=0.3, help="draw detections above this score")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = add("ablation", cmd_ablation, "the paper's ablation: no coords / SOLO / SOLO + attention")
+    p.add_argument("--config", required=True, help="ablation preset, e.g. training/ablation.yaml")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--out", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = add("export", cmd_export, "export to TFLite / ONNX / SavedModel with top-K outputs")
+    p.add_argument("--model", required=True, help=".keras model")
+    p.add_argument("--format", required=True, choices=("tflite", "onnx", "saved_model"))
+    p.add_argument("--quant", default="fp32", choices=("fp32", "fp16", "int8-dynamic", "int8"))
+    p.add_argument("--imgsz", type=_size, default=None, help="input WxH (default: the model's)")
+    p.add_argument("--calib-data", default=None, help="COCO JSON for int8 calibration")
+    p.add_argument("--calib-images", type=int, default=100)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--out", default=None, help="output file")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = add("benchmark", cmd_benchmark, "latency of an exported model with the TF-free runner")
+    p.add_argument("model", help=".tflite or .onnx file")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--json", default=None, help="write results as JSON")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        args.func(args)
+    except SoloError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

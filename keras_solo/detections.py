@@ -1,0 +1,213 @@
+"""Detections outside the graph: letterbox for inference, undo the letterbox,
+COCO RLE results, overlays. numpy + cv2 only (no TensorFlow, no Keras), so the
+TF-free device runner in `export/` uses this module too.
+
+Letterbox convention (docs/DESIGN.md): scale = min(W / w, H / h), the resized
+image sits at the top-left, padding bottom/right.
+"""
+
+import colorsys
+
+import cv2
+import numpy as np
+
+
+def letterbox_image(image, size):
+    """Resizes an RGB uint8 image into a (H, W) canvas keeping aspect ratio.
+
+    Args:
+        image: (h, w, 3) uint8.
+        size: (W, H) network input.
+
+    Returns:
+        (canvas (H, W, 3) uint8, scale).
+    """
+    width, height = size
+    h, w = image.shape[:2]
+    scale = min(width / w, height / h)
+    new_w, new_h = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    canvas = np.zeros((height, width, 3), np.uint8)
+    canvas[:new_h, :new_w] = resized[:height, :width]
+    return canvas, scale
+
+
+def _resize_stack(masks, height, width):
+    """(N, h, w) float32 -> (N, height, width), bilinear with half-pixel centres."""
+    out = np.empty((masks.shape[0], height, width), np.float32)
+    chunk = 16  # cv2 resizes up to 512 channels; small chunks bound memory
+    for start in range(0, masks.shape[0], chunk):
+        part = np.ascontiguousarray(masks[start : start + chunk].transpose(1, 2, 0))
+        resized = cv2.resize(part, (width, height), interpolation=cv2.INTER_LINEAR)
+        out[start : start + chunk] = resized.reshape(height, width, -1).transpose(2, 0, 1)
+    return out
+
+
+def masks_to_original(masks, *, input_size, image_info, mask_thr=0.5):
+    """Maps mask probabilities back to the original image (undoes the letterbox).
+
+    As SOLO's ``get_seg_single`` and detectron2's ``detector_postprocess``:
+    upsample to the padded input size bilinearly, crop the image region
+    ``(round(orig_h * scale), round(orig_w * scale))`` at the top-left, resize
+    to ``(orig_h, orig_w)`` bilinearly, threshold. Numpy + cv2; runs outside
+    the graph.
+
+    Args:
+        masks: (N, Hm, Wm) mask probabilities (numpy).
+        input_size: ``(H, W)`` of the padded network input, in shape order
+            (the config writes it ``W x H``).
+        image_info: ``(orig_h, orig_w, scale, ...)`` of the image.
+        mask_thr: threshold on the resized probabilities (``p > mask_thr``).
+            Defaults to 0.5.
+
+    Returns:
+        numpy bool (N, orig_h, orig_w).
+    """
+    masks = np.asarray(masks, np.float32)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (N, Hm, Wm), got shape {masks.shape}")
+    in_h, in_w = int(input_size[0]), int(input_size[1])
+    orig_h = int(round(float(image_info[0])))
+    orig_w = int(round(float(image_info[1])))
+    scale = float(image_info[2])
+    if masks.shape[0] == 0:
+        return np.zeros((0, orig_h, orig_w), bool)
+    crop_h = min(max(int(round(orig_h * scale)), 1), in_h)
+    crop_w = min(max(int(round(orig_w * scale)), 1), in_w)
+    out = np.empty((masks.shape[0], orig_h, orig_w), bool)
+    chunk = 16
+    for start in range(0, masks.shape[0], chunk):
+        padded = _resize_stack(masks[start : start + chunk], in_h, in_w)
+        image = padded[:, :crop_h, :crop_w]
+        out[start : start + chunk] = _resize_stack(image, orig_h, orig_w) > mask_thr
+    return out
+
+
+def boxes_from_masks(masks):
+    """Tight boxes around binary masks.
+
+    Args:
+        masks: (N, H, W) numpy bool (or 0/1) masks.
+
+    Returns:
+        numpy float32 (N, 4) ``x1, y1, x2, y2`` in pixels, ``x2``/``y2``
+        exclusive (``max index + 1``, as detectron2's ``BitMasks``); zeros for
+        empty masks.
+    """
+    masks = np.asarray(masks).astype(bool)
+    boxes = np.zeros((masks.shape[0], 4), np.float32)
+    if masks.shape[0] == 0:
+        return boxes
+    rows = masks.any(axis=2)  # (N, H)
+    cols = masks.any(axis=1)  # (N, W)
+    nonempty = rows.any(axis=1)
+    height, width = masks.shape[1], masks.shape[2]
+    y1 = rows.argmax(axis=1)
+    y2 = height - rows[:, ::-1].argmax(axis=1)
+    x1 = cols.argmax(axis=1)
+    x2 = width - cols[:, ::-1].argmax(axis=1)
+    boxes[nonempty] = np.stack([x1, y1, x2, y2], axis=1)[nonempty]
+    return boxes
+
+
+def boxes_xywh(masks):
+    """(N, h, w) masks -> (N, 4) COCO x, y, w, h boxes."""
+    boxes = boxes_from_masks(masks)
+    boxes[:, 2:] -= boxes[:, :2]
+    return boxes
+
+
+def to_original(decoded, *, input_size, orig_size, scale, mask_thr=0.5, min_score=0.0):
+    """One image's fixed-size decoded outputs -> detections in original pixels.
+
+    Args:
+        decoded: dict of numpy arrays for ONE image: scores (K,), labels (K,),
+            masks (K, Hm, Wm) probabilities, valid (K,).
+        input_size: (H, W); orig_size: (h, w); scale: letterbox scale.
+
+    Returns:
+        dict: scores (N,), labels (N,) int, masks bool (N, h, w), boxes (N, 4)
+        COCO xywh; empty masks are dropped.
+    """
+    keep = np.asarray(decoded["valid"]).astype(bool) & (np.asarray(decoded["scores"]) > min_score)
+    scores = np.asarray(decoded["scores"], np.float32)[keep]
+    labels = np.asarray(decoded["labels"]).astype(np.int64)[keep]
+    masks = masks_to_original(np.asarray(decoded["masks"])[keep], input_size=input_size,
+                              image_info=(orig_size[0], orig_size[1], scale), mask_thr=mask_thr)
+    nonempty = masks.reshape(len(masks), -1).any(axis=1) if len(masks) else np.zeros(0, bool)
+    masks = masks[nonempty]
+    return {"scores": scores[nonempty], "labels": labels[nonempty], "masks": masks,
+            "boxes": boxes_xywh(masks)}
+
+
+def encode_rle(mask):
+    """COCO compressed RLE (pycocotools) of one bool mask, JSON-ready."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def coco_results(image_id, detections, cat_ids):
+    """Detections of one image in COCO results format (RLE segmentations)."""
+    results = []
+    for score, label, mask, box in zip(detections["scores"], detections["labels"], detections["masks"],
+                                       detections["boxes"]):
+        results.append({
+            "image_id": int(image_id),
+            "category_id": int(cat_ids[int(label)]),
+            "segmentation": encode_rle(mask),
+            "bbox": [float(v) for v in box],
+            "score": float(score),
+        })
+    return results
+
+
+def instance_colour(index):
+    """A distinct RGB colour per instance index (golden-ratio hues)."""
+    hue = (index * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 1.0)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def draw_overlay(image, detections, class_names, *, score_thr=0.3, alpha=0.45, fps=None):
+    """Draws masks (a colour per instance), contours, class name and score.
+
+    Args:
+        image: (h, w, 3) uint8 RGB.
+        detections: dict from `to_original`.
+        class_names: names indexed by label.
+        fps: if given, the measured FPS is written in the top-left corner.
+
+    Returns:
+        (h, w, 3) uint8 RGB.
+    """
+    canvas = image.copy()
+    order = np.argsort(-np.asarray(detections["scores"]))
+    for rank, n in enumerate(order):
+        score = float(detections["scores"][n])
+        if score < score_thr:
+            continue
+        mask = detections["masks"][n]
+        colour = np.array(instance_colour(rank), np.float32)
+        region = mask.astype(bool)
+        canvas[region] = (canvas[region] * (1 - alpha) + colour * alpha).astype(np.uint8)
+        contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(canvas, contours, -1, tuple(int(c) for c in colour), 1)
+        label = int(detections["labels"][n])
+        name = class_names[label] if 0 <= label < len(class_names) else str(label)
+        x, y = int(detections["boxes"][n][0]), int(detections["boxes"][n][1])
+        text = f"{name} {score:.2f}"
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        y_text = max(th + 2, y)
+        cv2.rectangle(canvas, (x, y_text - th - 2), (x + tw + 2, y_text), tuple(int(c) for c in colour), -1)
+        cv2.putText(canvas, text, (x + 1, y_text - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    if fps is not None:
+        cv2.putText(canvas, f"{fps:.1f} FPS", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2,
+                    cv2.LINE_AA)
+    return canvas
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")

@@ -1,0 +1,160 @@
+"""Backbones: raw RGB image -> the C2..C5 feature pyramid (paper Sec. 3.1).
+
+`build_backbone(name, input_shape=..., weights=...)` returns a functional
+`keras.Model` that takes a `(batch, H, W, 3)` float image in 0..255 (RGB) and
+returns a dict of four feature maps:
+
+    {"C2": stride 4, "C3": stride 8, "C4": stride 16, "C5": stride 32}
+
+Every backbone normalises its own input (an `ImageNormalize` layer right after
+the input), so exported models take raw pixels.
+
+Backbones (the `_BACKBONES` table at the bottom):
+
+- "resnet50": the paper's backbone (Sec. 3.1), `keras.applications.ResNet50`.
+- "mobilenetv3": MobileNetV3-Large *minimalistic*, for edge devices.
+- "tiny": five `ConvNormAct` layers (16-64 channels), for tests and smoke runs.
+
+Adding a backbone (issue 8 adds "efficientnet_lite0"): write a function
+`_my_backbone(image, weights) -> {"C2": ..., "C5": ...}` that takes the raw
+input tensor and a Keras `weights` argument (None or "imagenet"), applies its
+own normalisation and returns the four stride-4/8/16/32 tensors; then add one
+line to `_BACKBONES`. `build_backbone` handles input, weight files and errors.
+
+Reference:
+    He et al., "Deep Residual Learning", 2016; Howard et al., "Searching for
+    MobileNetV3", 2019; Lin et al., "Feature Pyramid Networks", 2017.
+"""
+
+import os
+
+import keras
+
+from keras_solo.errors import SoloError
+from keras_solo.model.layers import ConvNormAct, ImageNormalize
+
+FEATURE_NAMES = ("C2", "C3", "C4", "C5")
+FEATURE_STRIDES = {"C2": 4, "C3": 8, "C4": 16, "C5": 32}
+
+IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)  # 0..255 units
+IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
+
+
+def _resnet50(image, weights):
+    """ResNet-50 with Keras' Caffe-style preprocessing (paper Sec. 3.1).
+
+    `keras.applications.resnet50.preprocess_input` converts RGB to BGR and
+    subtracts the ImageNet mean (103.939, 116.779, 123.68 in BGR), no scaling.
+    Outputs: the last block of stages 2..5 (256, 512, 1024, 2048 channels).
+    """
+    normalised = ImageNormalize(mean=(123.68, 116.779, 103.939), std=1.0, bgr=True, name="resnet50_normalize")(image)
+    base = keras.applications.ResNet50(include_top=False, weights=weights, input_tensor=normalised)
+    layer_names = {"C2": "conv2_block3_out", "C3": "conv3_block4_out",
+                   "C4": "conv4_block6_out", "C5": "conv5_block3_out"}
+    return {key: base.get_layer(name).output for key, name in layer_names.items()}
+
+
+def _mobilenetv3(image, weights):
+    """MobileNetV3-Large, minimalistic variant, for CPUs / NPUs / int8.
+
+    `minimalistic=True` replaces hard-swish with ReLU, uses 3x3 depthwise
+    kernels and drops the squeeze-and-excite blocks. Hard-swish and SE
+    (global pooling + multiply with a sigmoid gate) are the parts of
+    MobileNetV3 that quantise poorly to int8 and fall back to slow or float
+    kernels on many NPUs; without them the network is plain conv/ReLU/add,
+    which quantises cleanly and runs fast, for about 1 point ImageNet top-1.
+
+    `include_preprocessing=False`, so the input scaling Keras would put inside
+    (x / 127.5 - 1) is done here by `ImageNormalize` instead.
+    Outputs (found by inspecting the Keras model's layers):
+    C2 expanded_conv_2_add (24 ch), C3 expanded_conv_5_add (40 ch),
+    C4 expanded_conv_11_add (112 ch), C5 the final 1x1 conv + ReLU (960 ch).
+    """
+    normalised = ImageNormalize(mean=127.5, std=127.5, name="mobilenetv3_normalize")(image)
+    base = keras.applications.MobileNetV3Large(
+        include_top=False, weights=weights, input_tensor=normalised,
+        minimalistic=True, include_preprocessing=False)
+    return {
+        "C2": base.get_layer("expanded_conv_2_add").output,
+        "C3": base.get_layer("expanded_conv_5_add").output,
+        "C4": base.get_layer("expanded_conv_11_add").output,
+        "C5": base.output,
+    }
+
+
+def _tiny(image, weights):
+    """Five stride-2 `ConvNormAct` layers (16, 16, 32, 48, 64 channels); tests only."""
+    if weights is not None:
+        raise SoloError("the 'tiny' backbone has no pretrained weights; use weights='none' or a .weights.h5 path")
+    x = ImageNormalize(mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB, name="tiny_normalize")(image)
+    x = ConvNormAct(16, strides=2, groups=8, name="tiny_stem")(x)  # stride 2
+    features = {}
+    for key, filters in zip(FEATURE_NAMES, (16, 32, 48, 64)):
+        x = ConvNormAct(filters, strides=2, groups=8, name=f"tiny_{key.lower()}")(x)
+        features[key] = x
+    return features
+
+
+# name -> function(image, weights) -> {"C2".."C5"}. Issue 8: "efficientnet_lite0".
+_BACKBONES = {
+    "resnet50": _resnet50,
+    "mobilenetv3": _mobilenetv3,
+    "tiny": _tiny,
+}
+BACKBONE_NAMES = tuple(_BACKBONES)
+
+
+def build_backbone(name, *, input_shape=(None, None, 3), weights="none"):
+    """Builds a backbone that maps a raw RGB image to C2..C5.
+
+    Args:
+        name: one of "resnet50", "mobilenetv3", "tiny".
+        input_shape: `(H, W, 3)`. The FPN and heads need static `H, W`
+            (multiples of 32 give exact strides). Defaults to (None, None, 3).
+        weights: "none" for random initialisation (training from scratch);
+            "imagenet" for Keras' own ImageNet weights (downloaded by Keras on
+            first use, so it needs a network connection or a filled
+            `~/.keras/models` cache); any other string is the path of a
+            `.weights.h5` file written by `backbone.save_weights(...)` for a
+            backbone built with the same `name` and `load_weights`-compatible
+            layout. Defaults to "none".
+
+    Returns:
+        A `keras.Model` named `"<name>_backbone"`; input `(batch, H, W, 3)`
+        float RGB 0..255; output a dict `{"C2", "C3", "C4", "C5"}` of
+        `(batch, H / s, W / s, channels)` tensors with s = 4, 8, 16, 32.
+
+    Raises:
+        SoloError: unknown `name`; a weights path that does not exist, is not
+            a `.weights.h5` file or does not fit the backbone; "imagenet" for
+            a backbone without pretrained weights.
+    """
+    if name not in _BACKBONES:
+        raise SoloError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONE_NAMES)}")
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(f"`input_shape` must be (H, W, 3), got {input_shape!r}")
+    weights = "none" if weights is None else str(weights)
+    weights_path = None
+    if weights == "none":
+        keras_weights = None
+    elif weights == "imagenet":
+        keras_weights = "imagenet"
+    else:
+        weights_path = weights
+        keras_weights = None
+        if not os.path.isfile(weights_path):
+            raise SoloError(f"{weights_path}: backbone weights file not found")
+        if not weights_path.endswith(".weights.h5"):
+            raise SoloError(f"{weights_path}: backbone weights must be a .weights.h5 file")
+
+    image = keras.Input(shape=input_shape, name="image")
+    features = _BACKBONES[name](image, keras_weights)
+    backbone = keras.Model(inputs=image, outputs={key: features[key] for key in FEATURE_NAMES},
+                           name=f"{name}_backbone")
+    if weights_path is not None:
+        try:
+            backbone.load_weights(weights_path)
+        except Exception as error:  # noqa: BLE001 - any failure is a bad file for the user
+            raise SoloError(f"{weights_path}: cannot load into the {name!r} backbone: {error}") from error
+    return backbone

@@ -1,0 +1,434 @@
+"""The SOLO keras.Model: wiring, `compute_loss` (training) and `predict_step`
+(inference with Matrix NMS).
+
+    image (B, H, W, 3) 0..255
+      -> backbone C2..C5 -> FPN P2..P6 (Sec. 3.1, Table 1)
+      -> [head_resize: P2 to P3's size, P6 to P5's (SOLO reference)]
+      -> shared SOLOHead per level (Sec. 3.2):
+           category logits (B, S, S, C), mask features (B, 2h, 2w, E)
+      -> GridAttention per level (Sec. 3.3-3.4): V (B, S, S, d)
+
+Masks are never formed for all S^2 cells. Training gathers the positive
+cells' 1x1 kernel columns and attention rows (memory proportional to the
+number of instances); inference does the same for the top-scoring candidate
+cells. A mask logit map for cell k at level l is
+
+    mask_logits_k = F_l @ W_l[:, k] + b_l[k] + gamma_l * <V_k, resize(V)> / sqrt(d)
+
+i.e. the SOLO mask branch output channel k plus the attention branch's
+channel k (eq. (3)) as a residual (Sec. 3.4).
+
+Reference: SOLO, arXiv:1912.04488; the seed paper for attention.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_solo import losses as solo_losses
+from keras_solo import postprocess
+from keras_solo import targets as solo_targets
+from keras_solo.model.attention import GridAttention
+from keras_solo.model.backbone import build_backbone
+from keras_solo.model.fpn import FPN
+from keras_solo.model.heads import CellMaskKernel, SOLOHead
+from keras_solo.model.layers import Resize
+
+LEVEL_STRIDES = {"P2": 4, "P3": 8, "P4": 16, "P5": 32, "P6": 64}
+
+
+def head_input_sizes(input_size, levels, head_resize):
+    """Sizes (h, w) of the features the heads see, per level.
+
+    Args:
+        input_size: (W, H) network input.
+        levels: level names, finest first.
+        head_resize: "reference" (P2 -> P3's size, P6 -> P5's) or "none".
+
+    Returns:
+        list of (h, w); mask sizes are twice these.
+    """
+    width, height = input_size
+    sizes = []
+    for name in levels:
+        stride = LEVEL_STRIDES[name]
+        if head_resize == "reference":
+            stride = {"P2": 8, "P6": 32}.get(name, stride)
+        sizes.append((math.ceil(height / stride), math.ceil(width / stride)))
+    return sizes
+
+
+def split_nms_pre(nms_pre, grids, num_classes):
+    """Splits the candidate budget over levels in proportion to S^2.
+
+    SOLO takes the top `nms_pre` candidates over all levels; with static
+    shapes each level gets a fixed share (at least 1, at most S^2 * C).
+    """
+    cells = [s * s for s in grids]
+    total = sum(cells)
+    shares = [max(1, min(c * num_classes, round(nms_pre * c / total))) for c in cells]
+    return shares
+
+
+@keras.saving.register_keras_serializable(package="keras_solo")
+class SOLO(keras.Model):
+    """SOLO with optional CoordConv and grid attention.
+
+    Args:
+        num_classes: C. Defaults to 5.
+        class_names: names of the C classes.
+        input_size: (W, H) network input; fixed (letterboxed). Defaults to
+            (1344, 672), the paper's.
+        backbone: "resnet50" | "mobilenetv3" | "efficientnet_lite0" | "tiny".
+        backbone_weights: "none" | "imagenet" | path.
+        fpn_channels: FPN width. Defaults to 256.
+        levels: FPN levels used, finest first.
+        grids: S per level.
+        head_resize: "reference" | "none".
+        head_convs, head_channels, norm_groups: head tower shape.
+        use_coords: CoordConv channels in the mask branch (eq. (1)).
+        use_attention: the grid attention branch.
+        attention_dim: projection width of V (0 = raw features, the paper's
+            literal form).
+        attention_gamma_init: initial residual gain of the attention branch.
+        prior_prob: focal prior of the category bias.
+        scale_ranges: per level (lo, hi) on sqrt(box area) in input pixels.
+        center_sigma: centre region ratio.
+        max_positives: positives kept per level and image.
+        mask_stride: stride of the ground-truth masks the pipeline delivers.
+        focal_alpha, focal_gamma, mask_loss_weight: eq. (4).
+        score_thr, nms_pre, mask_thr, update_thr, max_per_img, nms_kernel,
+            nms_sigma: inference (SOLO reference test_cfg).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes=5,
+        class_names=("person", "rider", "car", "truck", "bus"),
+        input_size=(1344, 672),
+        backbone="resnet50",
+        backbone_weights="none",
+        fpn_channels=256,
+        levels=("P2", "P3", "P4", "P5", "P6"),
+        grids=(40, 36, 24, 16, 12),
+        head_resize="reference",
+        head_convs=7,
+        head_channels=256,
+        norm_groups=32,
+        use_coords=True,
+        use_attention=True,
+        attention_dim=64,
+        attention_gamma_init=1.0,
+        prior_prob=0.01,
+        scale_ranges=((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048)),
+        center_sigma=0.2,
+        max_positives=256,
+        mask_stride=4,
+        focal_alpha=0.25,
+        focal_gamma=2.0,
+        mask_loss_weight=3.0,
+        score_thr=0.1,
+        nms_pre=500,
+        mask_thr=0.5,
+        update_thr=0.05,
+        max_per_img=100,
+        nms_kernel="gaussian",
+        nms_sigma=2.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if len(grids) != len(levels) or len(scale_ranges) != len(levels):
+            raise ValueError(
+                f"grids {tuple(grids)} and scale_ranges must have one entry per level {tuple(levels)}")
+        # === Config ===
+        self.num_classes = int(num_classes)
+        self.class_names = tuple(class_names)
+        self.input_size = tuple(int(v) for v in input_size)
+        self.backbone_name = backbone
+        self.backbone_weights = backbone_weights
+        self.fpn_channels = fpn_channels
+        self.levels = tuple(levels)
+        self.grids = tuple(int(s) for s in grids)
+        self.head_resize = head_resize
+        self.head_convs = head_convs
+        self.head_channels = head_channels
+        self.norm_groups = norm_groups
+        self.use_coords = bool(use_coords)
+        self.use_attention = bool(use_attention)
+        self.attention_dim = int(attention_dim)
+        self.attention_gamma_init = float(attention_gamma_init)
+        self.prior_prob = prior_prob
+        self.scale_ranges = tuple(tuple(float(v) for v in r) for r in scale_ranges)
+        self.center_sigma = center_sigma
+        self.max_positives = int(max_positives)
+        self.mask_stride = int(mask_stride)
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.mask_loss_weight = mask_loss_weight
+        self.score_thr = score_thr
+        self.nms_pre = int(nms_pre)
+        self.mask_thr = mask_thr
+        self.update_thr = update_thr
+        self.max_per_img = int(max_per_img)
+        self.nms_kernel = nms_kernel
+        self.nms_sigma = nms_sigma
+
+        width, height = self.input_size
+        self.head_sizes = head_input_sizes(self.input_size, self.levels, head_resize)
+        self.mask_sizes = [(2 * h, 2 * w) for h, w in self.head_sizes]
+
+        # === Layers ===
+        self.backbone = build_backbone(backbone, input_shape=(height, width, 3), weights=backbone_weights)
+        self.fpn = FPN(channels=fpn_channels, name="fpn")
+        self.level_resizers = [Resize(size=size, name=f"head_resize_{i}")
+                               for i, size in enumerate(self.head_sizes)]
+        self.head = SOLOHead(
+            num_classes=self.num_classes, grids=self.grids, head_convs=head_convs,
+            head_channels=head_channels, norm_groups=norm_groups, use_coords=self.use_coords,
+            prior_prob=prior_prob, name="solo_head")
+        self.mask_kernels = [CellMaskKernel(grid=s, name=f"mask_kernel_{i}") for i, s in enumerate(self.grids)]
+        self.attentions = []
+        if self.use_attention:
+            self.attentions = [
+                GridAttention(grid=s, embed_dim=self.attention_dim or None,
+                              gamma_init=self.attention_gamma_init, name=f"grid_attention_{i}")
+                for i, s in enumerate(self.grids)]
+        self.nms_pre_per_level = split_nms_pre(self.nms_pre, self.grids, self.num_classes)
+
+        # Loss trackers (shown in the progress bar and the CSV log).
+        self.cate_loss_tracker = keras.metrics.Mean(name="cate_loss")
+        self.mask_loss_tracker = keras.metrics.Mean(name="mask_loss")
+        self.dice_tracker = keras.metrics.Mean(name="pos_dice")
+
+    # ------------------------------------------------------------------
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        width, height = self.input_size
+        dummy = ops.zeros((1, height, width, 3))
+        outputs = self.call(dummy)
+        for level, kernel in enumerate(self.mask_kernels):
+            kernel.build(tuple(outputs[f"mask_features_{level}"].shape))
+        self.built = True
+
+    def call(self, images, training=None):
+        """Runs the network.
+
+        Args:
+            images: (B, H, W, 3) float RGB 0..255, H, W = input_size.
+
+        Returns:
+            dict with, per level l: ``cate_logits_l`` (B, S, S, C),
+            ``mask_features_l`` (B, Hm, Wm, E), and with attention
+            ``grid_embed_l`` (B, S, S, d).
+        """
+        features = self.backbone(images, training=training)
+        pyramid = self.fpn(features, training=training)
+        level_features = []
+        for name, resize, size in zip(self.levels, self.level_resizers, self.head_sizes):
+            feature = pyramid[name]
+            if tuple(feature.shape[1:3]) != tuple(size):
+                feature = resize(feature)
+            level_features.append(feature)
+        head_outputs = self.head(level_features, training=training)
+        outputs = {}
+        for level, (cate_logits, mask_features) in enumerate(head_outputs):
+            outputs[f"cate_logits_{level}"] = cate_logits
+            outputs[f"mask_features_{level}"] = mask_features
+            if self.use_attention:
+                outputs[f"grid_embed_{level}"] = self.attentions[level](level_features[level], training=training)
+        return outputs
+
+    # ------------------------------------------------------------------
+    def cell_mask_logits(self, outputs, level, cell_index):
+        """Mask logits for chosen cells of one level.
+
+        Args:
+            outputs: the dict from `call`.
+            level: level index.
+            cell_index: int (B, P) cell ids k = i * S + j.
+
+        Returns:
+            (B, P, Hm, Wm) logits: mask branch channel k (+ attention row k).
+        """
+        mask_features = outputs[f"mask_features_{level}"]
+        logits = self.mask_kernels[level].gather_logits(mask_features, cell_index)
+        if self.use_attention:
+            logits = logits + self.attentions[level].gather_logits(
+                outputs[f"grid_embed_{level}"], cell_index, out_size=self.mask_sizes[level])
+        return logits
+
+    def build_targets(self, y):
+        width, height = self.input_size
+        return solo_targets.build_targets(
+            y["masks"], y["classes"], y["boxes"], y["ignore"],
+            input_size=(height, width), mask_stride=self.mask_stride, grids=self.grids,
+            mask_sizes=self.mask_sizes, scale_ranges=self.scale_ranges,
+            center_sigma=self.center_sigma,
+            max_positives=tuple(min(self.max_positives, s * s) for s in self.grids),
+            num_classes=self.num_classes)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Eq. (4): focal loss on categories + lambda * dice on positive cells."""
+        level_targets = self.build_targets(y)
+        cate_logits, mask_logits = [], []
+        for level in range(len(self.levels)):
+            cate_logits.append(ops.cast(y_pred[f"cate_logits_{level}"], "float32"))
+            logits = self.cell_mask_logits(y_pred, level, level_targets[level]["pos_index"])
+            mask_logits.append(ops.cast(logits, "float32"))
+        result = solo_losses.solo_loss(
+            cate_logits, mask_logits, level_targets, alpha=self.focal_alpha,
+            gamma=self.focal_gamma, mask_weight=self.mask_loss_weight)
+        self.cate_loss_tracker.update_state(result["cate_loss"])
+        self.mask_loss_tracker.update_state(result["mask_loss"])
+        num_pos = result["num_pos"]
+        self.dice_tracker.update_state(
+            1.0 - result["mask_loss"], sample_weight=ops.cast(num_pos > 0, "float32"))
+        loss = result["loss"]
+        extra = self.losses
+        if extra:
+            loss = loss + ops.sum(ops.stack([ops.cast(v, "float32") for v in extra]))
+        return loss
+
+    # ------------------------------------------------------------------
+    def candidates(self, outputs, num_per_level=None):
+        """Top-scoring (cell, class) candidates per level with their masks.
+
+        Per level: SOLO's 2x2 point NMS on the category probabilities, the
+        top-k pairs, and masks for those cells only (gathered kernels),
+        each resized to the finest level's mask size.
+
+        Returns:
+            dict: scores (B, N), labels (B, N), valid (B, N), mask_probs
+            (B, N, Hm0, Wm0), min_area (N,) (SOLO drops a mask whose area at
+            the finest mask resolution is not above its level's head stride),
+            N = sum of per-level shares.
+        """
+        num_per_level = num_per_level or self.nms_pre_per_level
+        finest = self.mask_sizes[0]
+        width, _ = self.input_size
+        scores, labels, valids, masks, min_area = [], [], [], [], []
+        for level, k in enumerate(num_per_level):
+            cate_logits = ops.cast(outputs[f"cate_logits_{level}"], "float32")
+            s = self.grids[level]
+            probs = postprocess.points_nms(ops.sigmoid(cate_logits))
+            probs = ops.reshape(probs, (-1, s * s, self.num_classes))
+            level_scores, level_labels, cell_index, level_valid = postprocess.select_candidates(
+                probs, score_thr=self.score_thr, k=k)
+            logits = ops.cast(self.cell_mask_logits(outputs, level, cell_index), "float32")
+            probs_l = ops.sigmoid(logits)
+            hm, wm = self.mask_sizes[level]
+            if (hm, wm) != tuple(finest):
+                stacked = ops.transpose(probs_l, (0, 2, 3, 1))  # (B, Hm, Wm, k)
+                stacked = ops.image.resize(stacked, finest, interpolation="bilinear")
+                probs_l = ops.transpose(stacked, (0, 3, 1, 2))
+            scores.append(level_scores)
+            labels.append(level_labels)
+            valids.append(level_valid)
+            masks.append(probs_l)
+            head_stride = width / (wm / 2.0)
+            min_area.extend([head_stride] * k)
+        return {
+            "scores": ops.concatenate(scores, axis=1),
+            "labels": ops.concatenate(labels, axis=1),
+            "valid": ops.concatenate(valids, axis=1),
+            "mask_probs": ops.concatenate(masks, axis=1),
+            "min_area": ops.convert_to_tensor(min_area, "float32"),
+        }
+
+    def decode(self, outputs):
+        """SOLO inference: candidates -> maskness -> Matrix NMS -> top max_per_img.
+
+        Returns:
+            dict: scores (B, K), labels (B, K), masks (B, K, Hm0, Wm0)
+            probabilities at the finest mask resolution, index (B, K), valid
+            (B, K).
+        """
+        cand = self.candidates(outputs)
+        return postprocess.decode(
+            cand["mask_probs"], cand["scores"], cand["labels"], cand["valid"],
+            mask_thr=self.mask_thr, update_thr=self.update_thr, max_per_img=self.max_per_img,
+            kernel=self.nms_kernel, sigma=self.nms_sigma, min_area=cand["min_area"])
+
+    def predict_step(self, data):
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        return self.decode(self(x, training=False))
+
+    # ------------------------------------------------------------------
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "input_size": list(self.input_size),
+            "backbone": self.backbone_name,
+            # Weights travel in the .keras file; never re-download on load.
+            "backbone_weights": "none",
+            "fpn_channels": self.fpn_channels,
+            "levels": list(self.levels),
+            "grids": list(self.grids),
+            "head_resize": self.head_resize,
+            "head_convs": self.head_convs,
+            "head_channels": self.head_channels,
+            "norm_groups": self.norm_groups,
+            "use_coords": self.use_coords,
+            "use_attention": self.use_attention,
+            "attention_dim": self.attention_dim,
+            "attention_gamma_init": self.attention_gamma_init,
+            "prior_prob": self.prior_prob,
+            "scale_ranges": [list(r) for r in self.scale_ranges],
+            "center_sigma": self.center_sigma,
+            "max_positives": self.max_positives,
+            "mask_stride": self.mask_stride,
+            "focal_alpha": self.focal_alpha,
+            "focal_gamma": self.focal_gamma,
+            "mask_loss_weight": self.mask_loss_weight,
+            "score_thr": self.score_thr,
+            "nms_pre": self.nms_pre,
+            "mask_thr": self.mask_thr,
+            "update_thr": self.update_thr,
+            "max_per_img": self.max_per_img,
+            "nms_kernel": self.nms_kernel,
+            "nms_sigma": self.nms_sigma,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("trainable", "dtype"):
+            config.pop(key, None)
+        return cls(**config)
+
+
+def load_model(path):
+    """Loads a `.keras` SOLO model with safe_mode=True (no code from the file runs).
+
+    Raises:
+        SoloError: missing file, not a `.keras` archive, a file that needs
+            unsafe deserialisation (e.g. a Lambda layer), or not a SOLO model.
+    """
+    import os
+    import zipfile
+
+    from keras_solo.errors import SoloError
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise SoloError(f"{path}: no such model file")
+    if not path.endswith(".keras") or not zipfile.is_zipfile(path):
+        raise SoloError(f"{path}: not a .keras model file (expected a Keras v3 zip archive)")
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except ValueError as e:
+        text = str(e)
+        if "safe_mode" in text or "Lambda" in text or "lambda" in text:
+            raise SoloError(f"{path}: refused by safe_mode (the file holds code, e.g. a Lambda layer)") from None
+        raise SoloError(f"{path}: cannot load model ({text.splitlines()[0][:160] if text else type(e).__name__})") from None
+    except (OSError, zipfile.BadZipFile, KeyError, TypeError) as e:
+        raise SoloError(f"{path}: cannot load model ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
+    if not isinstance(model, SOLO):
+        raise SoloError(f"{path}: holds a {type(model).__name__}, not a keras_solo SOLO model")
+    return model

@@ -1,0 +1,156 @@
+"""Prediction on images, folders and videos: overlays + a JSON of detections.
+
+`Predictor` wraps a loaded SOLO model: letterbox -> network -> decode
+(Matrix NMS, in the graph) -> undo the letterbox (numpy). Videos get an
+output video with the measured FPS drawn on every frame.
+"""
+
+import json
+import os
+import time
+
+import cv2
+import numpy as np
+
+from keras_solo import detections as det
+from keras_solo.errors import SoloError
+
+
+class Predictor:
+    """Runs a SOLO model on RGB uint8 images of any size.
+
+    Args:
+        model: a built `SOLO`.
+    """
+
+    def __init__(self, model):
+        import tensorflow as tf
+
+        self.model = model
+        self.width, self.height = model.input_size
+        self._run = tf.function(lambda x: model.decode(model(x, training=False)), reduce_retracing=True)
+
+    def __call__(self, image):
+        """Detections of one (h, w, 3) uint8 RGB image in its own pixels."""
+        canvas, scale = det.letterbox_image(image, (self.width, self.height))
+        decoded = self._run(canvas[None].astype(np.float32))
+        one = {k: v.numpy()[0] for k, v in decoded.items()}
+        return det.to_original(one, input_size=(self.height, self.width), orig_size=image.shape[:2],
+                               scale=scale, mask_thr=self.model.mask_thr)
+
+
+def list_sources(source):
+    """Classifies a source: ("images", [paths]) or ("video", path)."""
+    if not os.path.exists(source):
+        raise SoloError(f"{source}: no such file or folder")
+    if os.path.isdir(source):
+        paths = sorted(os.path.join(source, n) for n in os.listdir(source)
+                       if n.lower().endswith(det.IMAGE_EXTENSIONS))
+        if not paths:
+            raise SoloError(f"{source}: folder holds no images ({', '.join(det.IMAGE_EXTENSIONS)})")
+        return "images", paths
+    lower = source.lower()
+    if lower.endswith(det.VIDEO_EXTENSIONS):
+        return "video", source
+    if lower.endswith(det.IMAGE_EXTENSIONS):
+        return "images", [source]
+    raise SoloError(f"{source}: not an image ({', '.join(det.IMAGE_EXTENSIONS)}) or a video "
+                    f"({', '.join(det.VIDEO_EXTENSIONS)})")
+
+
+def read_rgb(path):
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise SoloError(f"{path}: cannot read image (corrupt or not an image)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def detections_json(name, detections, class_names):
+    return {
+        "source": name,
+        "instances": [
+            {"label": int(l), "class": class_names[int(l)], "score": round(float(s), 4),
+             "bbox_xywh": [round(float(v), 1) for v in b], "segmentation": det.encode_rle(m)}
+            for s, l, m, b in zip(detections["scores"], detections["labels"], detections["masks"],
+                                  detections["boxes"])
+        ],
+    }
+
+
+def prepare_out_dir(out, overwrite):
+    if os.path.exists(out) and os.listdir(out) and not overwrite:
+        raise SoloError(f"{out}: already holds files; use --overwrite or another --out")
+    os.makedirs(out, exist_ok=True)
+
+
+def predict_images(predict, paths, out, class_names, *, score_thr=0.3, limit=0, progress=True):
+    from tqdm import tqdm
+
+    records = []
+    paths = paths[:limit] if limit else paths
+    for path in tqdm(paths, desc="predict", unit="img", disable=not progress):
+        image = read_rgb(path)
+        found = predict(image)
+        overlay = det.draw_overlay(image, found, class_names, score_thr=score_thr)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        cv2.imwrite(os.path.join(out, f"{stem}.jpg"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        records.append(detections_json(os.path.basename(path), found, class_names))
+    return records
+
+
+def predict_video(predict, path, out, class_names, *, score_thr=0.3, limit=0, progress=True):
+    from tqdm import tqdm
+
+    capture = cv2.VideoCapture(path)
+    ok, frame = capture.read() if capture.isOpened() else (False, None)
+    if not ok:
+        capture.release()
+        raise SoloError(f"{path}: cannot open video (unreadable or unsupported codec)")
+    fps_in = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    h, w = frame.shape[:2]
+    stem = os.path.splitext(os.path.basename(path))[0]
+    out_path = os.path.join(out, f"{stem}_pred.mp4")
+    writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*"mp4v"), fps_in, (w, h))
+    records, index, times = [], 0, []
+    bar = tqdm(total=limit or count or None, desc="predict", unit="frame", disable=not progress)
+    try:
+        while ok and (not limit or index < limit):
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            t0 = time.perf_counter()
+            found = predict(rgb)
+            times.append(time.perf_counter() - t0)
+            fps = 1.0 / max(1e-9, float(np.mean(times[-10:])))
+            overlay = det.draw_overlay(rgb, found, class_names, score_thr=score_thr, fps=fps)
+            writer.write(cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+            records.append(detections_json(f"{os.path.basename(path)}#{index}", found, class_names))
+            index += 1
+            bar.update(1)
+            ok, frame = capture.read()
+    finally:
+        bar.close()
+        capture.release()
+        writer.release()
+    return records, (len(times) / sum(times) if times else 0.0)
+
+
+def predict_command(args):
+    from keras_solo.model.solo import load_model
+
+    kind, sources = list_sources(args.source)
+    model = load_model(args.model)
+    prepare_out_dir(args.out, args.overwrite)
+    predict = Predictor(model)
+    if kind == "images":
+        records = predict_images(predict, sources, args.out, model.class_names, score_thr=args.score,
+                                 limit=args.limit)
+        summary = f"{len(records)} images"
+    else:
+        records, fps = predict_video(predict, sources, args.out, model.class_names, score_thr=args.score,
+                                     limit=args.limit)
+        summary = f"{len(records)} frames at {fps:.1f} FPS"
+    tmp = os.path.join(args.out, "detections.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(records, f)
+    os.replace(tmp, os.path.join(args.out, "detections.json"))
+    print(f"predicted {summary}; overlays and detections.json in {args.out}")

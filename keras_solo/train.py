@@ -1,0 +1,276 @@
+"""Training: optimizer, learning-rate schedule, callbacks, `model.fit`.
+
+SOLO reference schedule: SGD momentum 0.9, weight decay 1e-4, lr 0.01 at
+batch 16 (scaled linearly with the batch), linear warm-up over 500
+iterations, x0.1 at epochs 27 and 33 of 36, gradient clipping at norm 35.
+
+A run folder holds::
+
+    config.yaml      the resolved config
+    backup/          BackupAndRestore state (a killed run resumes from here)
+    last.keras       the model after the latest epoch (written atomically)
+    best.keras       the best model by the monitored metric
+    log.csv          CSVLogger
+    logs/            TensorBoard
+    loss_curve.png   the losses per epoch
+    DONE             written when the planned epochs finished
+"""
+
+import math
+import os
+import shutil
+import sys
+
+import keras
+import numpy as np
+
+from keras_solo import builders
+from keras_solo.config import save_config
+from keras_solo.errors import SoloError
+
+
+@keras.saving.register_keras_serializable(package="keras_solo")
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up, then step decay (x0.1 at `boundaries`) or cosine.
+
+    Args:
+        base_lr: peak learning rate.
+        warmup_steps: steps of linear warm-up from `base_lr * warmup_ratio`.
+        warmup_ratio: start factor of the warm-up.
+        boundaries: step numbers where the rate is multiplied by `gamma`
+            (step schedule).
+        total_steps: length of training (cosine schedule).
+        kind: "step" | "cosine" | "constant".
+        gamma: step decay factor. Defaults to 0.1.
+    """
+
+    def __init__(self, base_lr, warmup_steps=0, warmup_ratio=0.01, boundaries=(), total_steps=1,
+                 kind="step", gamma=0.1):
+        self.base_lr = float(base_lr)
+        self.warmup_steps = int(warmup_steps)
+        self.warmup_ratio = float(warmup_ratio)
+        self.boundaries = tuple(int(b) for b in boundaries)
+        self.total_steps = max(1, int(total_steps))
+        self.kind = kind
+        self.gamma = float(gamma)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        lr = keras.ops.convert_to_tensor(self.base_lr, "float32")
+        if self.kind == "step":
+            for boundary in self.boundaries:
+                lr = keras.ops.where(step >= boundary, lr * self.gamma, lr)
+        elif self.kind == "cosine":
+            progress = keras.ops.clip(step / float(self.total_steps), 0.0, 1.0)
+            lr = lr * 0.5 * (1.0 + keras.ops.cos(math.pi * progress))
+        if self.warmup_steps > 0:
+            alpha = keras.ops.clip(step / float(self.warmup_steps), 0.0, 1.0)
+            factor = self.warmup_ratio + (1.0 - self.warmup_ratio) * alpha
+            lr = lr * factor
+        return lr
+
+    def get_config(self):
+        return dict(base_lr=self.base_lr, warmup_steps=self.warmup_steps, warmup_ratio=self.warmup_ratio,
+                    boundaries=list(self.boundaries), total_steps=self.total_steps, kind=self.kind,
+                    gamma=self.gamma)
+
+
+def build_optimizer(train_config, steps_per_epoch):
+    """SGD (or AdamW) with the scaled, warmed-up schedule and clipping."""
+    t = train_config
+    lr = t.learning_rate * t.batch_size / t.base_batch_size
+    schedule = WarmupSchedule(
+        base_lr=lr, warmup_steps=t.warmup_steps, warmup_ratio=t.warmup_ratio,
+        boundaries=[e * steps_per_epoch for e in t.lr_steps], total_steps=t.epochs * steps_per_epoch,
+        kind=t.schedule)
+    clip = {"global_clipnorm": t.clipnorm} if t.clipnorm > 0 else {}
+    if t.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=schedule, momentum=t.momentum,
+                                    weight_decay=t.weight_decay or None, **clip)
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, **clip)
+
+
+def get_strategy(name):
+    """tf.distribute strategy by name (multi_worker reads TF_CONFIG)."""
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def atomic_save(model, path):
+    """Saves a `.keras` file through a temporary name, so a kill or a full disk
+    never leaves a truncated file where a good one stood."""
+    tmp = f"{path}.tmp-{os.getpid()}.keras"
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        kept = "the previous file is intact" if os.path.exists(path) else "no previous file"
+        raise SoloError(f"{path}: could not write checkpoint ({e.strerror or e}); {kept}") from None
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """Writes last.keras every `every` epochs and best.keras on improvement."""
+
+    def __init__(self, out_dir, monitor="val_loss", mode="min", every=1):
+        super().__init__()
+        self.out_dir, self.monitor, self.mode, self.every = out_dir, monitor, mode, every
+        self.best = None
+        self.last_good = None
+        self._best_file = os.path.join(out_dir, "best_metric.txt")
+        if os.path.exists(self._best_file):
+            try:
+                self.best = float(open(self._best_file).read().split()[0])
+            except (ValueError, IndexError, OSError):
+                self.best = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not all(np.isfinite(v) for v in logs.values() if isinstance(v, (int, float))):
+            return
+        if (epoch + 1) % self.every == 0:
+            path = os.path.join(self.out_dir, "last.keras")
+            atomic_save(self.model, path)
+            self.last_good = path
+        value = logs.get(self.monitor, logs.get("loss"))
+        if value is None:
+            return
+        better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        if better:
+            self.best = float(value)
+            path = os.path.join(self.out_dir, "best.keras")
+            atomic_save(self.model, path)
+            with open(self._best_file, "w") as f:
+                f.write(f"{self.best} {self.monitor} epoch {epoch + 1}\n")
+            self.last_good = self.last_good or path
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops on a non-finite loss with a message naming the step and the last
+    good checkpoint (which is never overwritten by a diverged model)."""
+
+    def __init__(self, checkpoint_callback):
+        super().__init__()
+        self.checkpoint_callback = checkpoint_callback
+        self.epoch = 0
+        self.message = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            last = self.checkpoint_callback.last_good or "none written yet"
+            self.message = (f"training diverged: loss is {loss} at epoch {self.epoch + 1} step {batch + 1}; "
+                            f"last good checkpoint: {last}")
+            self.model.stop_training = True
+
+
+def plot_losses(csv_path, png_path):
+    """Loss curve PNG from the CSV log."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("loss", "cate_loss", "mask_loss", "val_loss"):
+        if key in rows[0]:
+            values = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
+            ax.plot(epochs, values, marker="o", label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path
+
+
+def prepare_run_dir(out_dir, overwrite=False, resume=True):
+    """Creates the run folder; a finished run is refused without overwrite.
+
+    An unfinished run (a `backup/` folder and no DONE) resumes when `resume`.
+    """
+    done = os.path.join(out_dir, "DONE")
+    if os.path.exists(out_dir) and os.listdir(out_dir):
+        if overwrite:
+            shutil.rmtree(out_dir)
+        elif os.path.exists(done):
+            raise SoloError(f"{out_dir}: holds a finished run; use --overwrite to replace it or another --out")
+        elif not (resume and os.path.isdir(os.path.join(out_dir, "backup"))):
+            raise SoloError(f"{out_dir}: already holds files; use --overwrite or another --out")
+    os.makedirs(out_dir, exist_ok=True)
+
+
+def train(config, out_dir, *, overwrite=False, resume=True, verbose=1, extra_callbacks=()):
+    """Trains a SOLO model as the config says; returns (model, history dict).
+
+    Raises:
+        SoloError: bad data, a finished run folder, divergence.
+    """
+    import tensorflow as tf
+
+    prepare_run_dir(out_dir, overwrite=overwrite, resume=resume)
+    keras.utils.set_random_seed(config.train.seed)
+    if config.train.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+
+    train_coco = builders.load_split(config, "train")
+    val_coco = None
+    if config.data.val_json and os.path.exists(config.data.val_json):
+        val_coco = builders.load_split(config, "val")
+    steps = config.train.steps_per_epoch or max(1, math.ceil(len(train_coco.records) / config.train.batch_size))
+    train_ds = builders.build_dataset(config, train_coco, training=True, repeat=True)
+    val_ds = builders.build_dataset(config, val_coco, training=False) if val_coco else None
+
+    strategy = get_strategy(config.train.strategy)
+    with strategy.scope():
+        model = builders.build_model(config)
+        model.compile(optimizer=build_optimizer(config.train, steps))
+    save_config(config, os.path.join(out_dir, "config.yaml"))
+
+    checkpoint = CheckpointCallback(out_dir, monitor="val_loss" if val_ds is not None else "loss",
+                                    every=config.train.checkpoint_every)
+    nan_guard = NaNGuard(checkpoint)
+    csv_path = os.path.join(out_dir, "log.csv")
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), double_checkpoint=True),
+        nan_guard,
+        checkpoint,
+        keras.callbacks.CSVLogger(csv_path, append=True),
+        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False),
+        *extra_callbacks,
+    ]
+    if config.train.strategy != "default":
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        train_ds = train_ds.with_options(options)
+    history = model.fit(train_ds, epochs=config.train.epochs, steps_per_epoch=steps,
+                        validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+    if nan_guard.message:
+        raise SoloError(nan_guard.message)
+    if os.path.exists(csv_path):
+        plot_losses(csv_path, os.path.join(out_dir, "loss_curve.png"))
+    if not os.path.exists(os.path.join(out_dir, "best.keras")):
+        atomic_save(model, os.path.join(out_dir, "best.keras"))
+    with open(os.path.join(out_dir, "DONE"), "w") as f:
+        f.write(f"epochs {config.train.epochs}\n")
+    sys.stdout.flush()
+    return model, history.history
