@@ -55,7 +55,7 @@ def cmd_convert_yolo(args):
     from keras_solo.data.convert import convert_yolo
 
     stats = convert_yolo(args.data, args.split, args.out, classes=args.classes, overwrite=args.overwrite,
-                         strict=args.strict)
+                         strict=args.strict, crowd_groups=args.crowd_groups)
     print(f"wrote {args.out}: {stats}")
 
 
@@ -157,6 +157,8 @@ def build_parser():
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--classes", type=_classes, default=None, help="keep/reorder classes, e.g. person,rider,car")
     p.add_argument("--strict", action="store_true", help="malformed label lines are errors, not warnings")
+    p.add_argument("--crowd-groups", action="store_true",
+                   help="'<class>group' labels (e.g. persongroup) become crowd regions of that class")
     p.add_argument("--overwrite", action="store_true")
 
     p = add("inspect-data", cmd_inspect_data, "counts per class / area bucket, overlays of a COCO file")

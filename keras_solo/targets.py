@@ -148,7 +148,10 @@ def build_targets(
                 ascending order, padded with 0.
             pos_valid: float32 (B, P_l), 1 for real positives.
             mask_target: float32 (B, P_l, Hm_l, Wm_l), 0/1 mask of each
-                positive's instance (zeros for padding).
+                positive's instance (zeros for padding). The stride-ms mask
+                is resized to (Hm_l, Wm_l), i.e. the level's mask grid is
+                taken to span the padded input; exact when H and W are
+                multiples of the level's mask stride.
 
     Raises:
         ValueError: if per-level arguments disagree in length or the mask
@@ -200,18 +203,21 @@ def build_targets(
         num_cells = grid * grid
         in_level = usable & (scale >= lo) & (scale <= hi)  # (B, M)
 
-        # Centre cell and centre region, (B, M); floor(y / H * S) as y * S / H.
-        coord_i = ops.clip(ops.floor(center_y * grid / height), 0, grid - 1)
-        coord_j = ops.clip(ops.floor(center_x * grid / width), 0, grid - 1)
-        top = ops.maximum(ops.maximum(ops.floor((center_y - half_h) * grid / height), coord_i - 1), 0.0)
-        down = ops.minimum(ops.minimum(ops.floor((center_y + half_h) * grid / height), coord_i + 1), grid - 1.0)
-        left = ops.maximum(ops.maximum(ops.floor((center_x - half_w) * grid / width), coord_j - 1), 0.0)
-        right = ops.minimum(ops.minimum(ops.floor((center_x + half_w) * grid / width), coord_j + 1), grid - 1.0)
+        # Centre cell and centre region, (B, M); floor(y / H * S) as y * (S / H).
+        rows_per_px, cols_per_px = grid / height, grid / width
+        coord_i = ops.clip(ops.floor(center_y * rows_per_px), 0, grid - 1)
+        coord_j = ops.clip(ops.floor(center_x * cols_per_px), 0, grid - 1)
+        top = ops.maximum(ops.floor((center_y - half_h) * rows_per_px), ops.maximum(coord_i - 1, 0.0))
+        down = ops.minimum(ops.floor((center_y + half_h) * rows_per_px), ops.minimum(coord_i + 1, grid - 1.0))
+        left = ops.maximum(ops.floor((center_x - half_w) * cols_per_px), ops.maximum(coord_j - 1, 0.0))
+        right = ops.minimum(ops.floor((center_x + half_w) * cols_per_px), ops.minimum(coord_j + 1, grid - 1.0))
 
         # Claim matrix (B, S*S, M): cell k = i * S + j lies in instance m's region.
         cells = ops.arange(num_cells, dtype="int32")
-        cell_i = ops.cast(cells // grid, "float32")[None, :, None]
-        cell_j = ops.cast(cells % grid, "float32")[None, :, None]
+        cell_rows = ops.cast(cells // grid, "float32")  # i of each cell, (S*S,)
+        cell_cols = ops.cast(cells % grid, "float32")  # j
+        cell_i = cell_rows[None, :, None]
+        cell_j = cell_cols[None, :, None]
         claims = (
             in_level[:, None, :]
             & (cell_i >= top[:, None, :]) & (cell_i <= down[:, None, :])
@@ -230,10 +236,8 @@ def build_targets(
         cate_target = ops.where(positive, cell_class, -1)
 
         # Crowd: non-positive cells whose centre lies in an ignore region.
-        centre_rows = ops.cast(
-            ops.floor((ops.cast(cells // grid, "float32") + 0.5) * (height / grid) / mask_stride), "int32")
-        centre_cols = ops.cast(
-            ops.floor((ops.cast(cells % grid, "float32") + 0.5) * (width / grid) / mask_stride), "int32")
+        centre_rows = ops.cast(ops.floor((cell_rows + 0.5) * (height / grid) / mask_stride), "int32")
+        centre_cols = ops.cast(ops.floor((cell_cols + 0.5) * (width / grid) / mask_stride), "int32")
         centre_pixel = (ops.clip(centre_rows, 0, mask_h - 1) * mask_w
                         + ops.clip(centre_cols, 0, mask_w - 1))
         in_crowd = ops.take(ignore_flat, centre_pixel, axis=1) > 0  # (B, S*S)

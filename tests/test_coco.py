@@ -187,6 +187,7 @@ def _mutate(fn):
     return apply
 
 
+SHORT_COMPRESSED_COUNTS = compressed_rle(np.ones((80, 63)))["counts"]  # 80x63 pixels for an 80x64 image
 BAD_JSON_CASES = {
     "missing_annotations_key": (_mutate(lambda d: d.pop("annotations")), ["'annotations'"]),
     "missing_categories_key": (_mutate(lambda d: d.pop("categories")), ["'categories'"]),
@@ -240,7 +241,7 @@ BAD_JSON_CASES = {
         ["annotation 6", "RLE covers"],
     ),
     "rle_compressed_short": (
-        _mutate(lambda d: d["annotations"][3]["segmentation"].update(counts=compressed_rle(np.ones((80, 63)))["counts"])),
+        _mutate(lambda d: d["annotations"][3]["segmentation"].update(counts=SHORT_COMPRESSED_COUNTS)),
         ["annotation 4", "RLE covers 5040 pixels", "80x64"],
     ),
     "rle_compressed_cut": (
@@ -294,7 +295,8 @@ def test_image_size_differs_from_json(tiny_coco):
     data["images"][2].update(width=70)
     path = write_json(tiny_coco.json_path, data)
     dataset = load_coco(path)
-    _expect_error(lambda: decode_instances(dataset, dataset.records[2]), "instances.json", "image 3", "empty.png", "72x72", "70x72")
+    needles = ("instances.json", "image 3", "empty.png", "72x72", "70x72")
+    _expect_error(lambda: decode_instances(dataset, dataset.records[2]), *needles)
 
 
 def test_boxes_from_masks_known_values():

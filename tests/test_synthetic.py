@@ -141,6 +141,9 @@ def test_returned_stats_match_the_json(generated):
     assert result["stats"]["total"]["instances"] == (
         result["stats"]["train"]["instances"] + result["stats"]["val"]["instances"]
     )
+    total = result["stats"]["total"]
+    assert result["summary"].startswith(f"30 images (24 train, 6 val; {total['empty_images']} empty), ")
+    assert f"large {total['area']['large']})" in result["summary"]
 
 
 def test_load_coco_finds_images_with_its_default_root(generated):
@@ -187,6 +190,13 @@ def test_overwrite_removes_stale_images(tmp_path):
     make_synthetic(tmp_path, images=5, seed=0, val_fraction=0.0)
     make_synthetic(tmp_path, images=2, seed=0, val_fraction=0.0, overwrite=True)
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["000001.png", "000002.png"]
+
+
+def test_no_val_split_writes_no_val_file(tmp_path):
+    result = make_synthetic(tmp_path, images=3, seed=0, val_fraction=0.0)
+    assert result["paths"]["val"] is None and not (tmp_path / "instances_val.json").exists()
+    assert result["stats"]["train"]["images"] == 3 and result["stats"]["val"]["images"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["instances_train.json", "train"]
 
 
 @pytest.mark.parametrize(

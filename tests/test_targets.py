@@ -193,7 +193,8 @@ def test_static_shapes_under_tf_function():
     kwargs = dict(input_size=(SIZE, SIZE), mask_stride=MS, grids=(4, 3),
                   mask_sizes=[(32, 32), (16, 16)], scale_ranges=((0, 40), (30, 100)),
                   max_positives=(5, 9), num_classes=3)
-    specs = [tf.TensorSpec((None,) + a.shape[1:], tf.as_dtype(a.dtype)) for a in (masks, classes, boxes, ignore)]
+    specs = [tf.TensorSpec((None,) + a.shape[1:], tf.as_dtype(a.dtype))
+             for a in (masks, classes, boxes, ignore)]
     traced = tf.function(lambda *args: build_targets(*args, **kwargs), input_signature=specs)
     concrete = traced.get_concrete_function()
     for level, (grid, cap, size) in enumerate(zip((4, 3), (5, 9), ((32, 32), (16, 16)))):

@@ -193,6 +193,9 @@ class CoordConcat(keras.layers.Layer):
         `(batch, height, width, channels + 2)`.
     """
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
     def call(self, inputs):
         height, width = _static_hw(inputs.shape, "CoordConcat")
         x_coord = -1.0 + 2.0 * ops.arange(width, dtype=self.compute_dtype) / width  # eq. (1): x = -1 + 2 i / w

@@ -1,0 +1,240 @@
+"""Image + instance-mask geometry and colour jitter (numpy / OpenCV).
+
+Pure functions on numpy arrays, used by :mod:`keras_solo.data.pipeline`.
+Randomness is always passed in (offsets, a ``numpy.random.Generator``): no
+function here draws from a hidden global RNG, so a pipeline element is
+reproducible from its seed.
+
+Geometry is shared exactly between an image and its masks: both are resized
+to the same integer size with the same OpenCV interpolation (pixel-centre
+aligned), then cropped / padded with the same slices. Masks are resized as
+0/255 and thresholded at half (>= 128), which is the nearest-neighbour
+answer without OpenCV's off-centre ``INTER_NEAREST``.
+
+Conventions: images are uint8 (h, w, 3); masks are uint8 (N, h, w) of 0/1;
+boxes are float32 (N, 4) ``x1, y1, x2, y2`` in pixel-edge coordinates (a
+mask covering columns 3..7 has ``x1 = 3, x2 = 8``).
+"""
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "any_downsample",
+    "boxes_from_masks",
+    "crop_offset",
+    "downsample_masks",
+    "hflip",
+    "letterbox",
+    "photometric",
+    "resize_masks",
+]
+
+_CV_MAX_CHANNELS = 512  # cv2.resize handles at most CV_CN_MAX channels at once
+
+
+def letterbox(image, masks, size, scale_jitter=1.0, offset=(0.0, 0.0)):
+    """Resizes keeping the aspect ratio, places top-left, pads bottom/right.
+
+    ``scale = min(W / w, H / h) * scale_jitter``. The resized image is put at
+    the top-left corner of a zero canvas of ``(H, W)``. With
+    ``scale_jitter > 1`` the resized image can overflow the canvas; the crop
+    window then starts at ``offset`` (fractions of the overflow, 0 = keep the
+    top/left edge, 1 = keep the bottom/right edge).
+
+    Args:
+        image: uint8 (h, w, 3).
+        masks: uint8 (N, h, w) of 0/1 (N may be 0).
+        size: output ``(W, H)``.
+        scale_jitter: multiplier on the letterbox scale. Defaults to 1.0.
+        offset: ``(fx, fy)`` in [0, 1], where the crop window sits inside the
+            overflow; ignored where nothing overflows. Defaults to (0, 0).
+
+    Returns:
+        ``(image, masks, scale)``: uint8 (H, W, 3), uint8 (N, H, W), and the
+        float scale applied (output pixels per input pixel). An input point
+        ``(x, y)`` lands at ``(x * scale - ox, y * scale - oy)`` where
+        ``ox, oy = crop_offset(...)``.
+    """
+    out_w, out_h = int(size[0]), int(size[1])
+    height, width = image.shape[:2]
+    scale = min(out_w / width, out_h / height) * float(scale_jitter)
+    new_w = max(1, int(round(width * scale)))
+    new_h = max(1, int(round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    resized_masks = resize_masks(masks, (new_w, new_h), interpolation=interpolation)
+
+    left, top = crop_offset((new_w, new_h), (out_w, out_h), offset)
+    keep_w, keep_h = min(new_w - left, out_w), min(new_h - top, out_h)
+    canvas = np.zeros((out_h, out_w, 3), np.uint8)
+    canvas[:keep_h, :keep_w] = resized[top : top + keep_h, left : left + keep_w]
+    mask_canvas = np.zeros((len(masks), out_h, out_w), np.uint8)
+    mask_canvas[:, :keep_h, :keep_w] = resized_masks[:, top : top + keep_h, left : left + keep_w]
+    return canvas, mask_canvas, scale
+
+
+def crop_offset(resized_size, size, offset):
+    """Pixel ``(left, top)`` of the crop window used by :func:`letterbox`.
+
+    Args:
+        resized_size: ``(w, h)`` of the resized image.
+        size: canvas ``(W, H)``.
+        offset: ``(fx, fy)`` fractions of the overflow.
+
+    Returns:
+        ``(left, top)`` ints, 0 where the resized image fits.
+    """
+    overflow_x = max(int(resized_size[0]) - int(size[0]), 0)
+    overflow_y = max(int(resized_size[1]) - int(size[1]), 0)
+    fx = min(max(float(offset[0]), 0.0), 1.0)
+    fy = min(max(float(offset[1]), 0.0), 1.0)
+    return int(round(fx * overflow_x)), int(round(fy * overflow_y))
+
+
+def resize_masks(masks, size, interpolation=cv2.INTER_LINEAR):
+    """Resizes (N, h, w) 0/1 masks to ``size = (W, H)``.
+
+    The masks go through the same OpenCV resize as the image (as 0/255) and
+    are thresholded at half, so they follow the image geometry exactly.
+
+    Args:
+        masks: uint8 (N, h, w).
+        size: ``(W, H)``.
+        interpolation: OpenCV flag, the one used for the image. Defaults to
+            ``cv2.INTER_LINEAR``.
+
+    Returns:
+        uint8 (N, H, W) of 0/1.
+    """
+    out_w, out_h = int(size[0]), int(size[1])
+    if len(masks) == 0:
+        return np.zeros((0, out_h, out_w), np.uint8)
+    channels_last = np.ascontiguousarray(np.moveaxis(masks, 0, -1)) * np.uint8(255)
+    chunks = []
+    for start in range(0, channels_last.shape[-1], _CV_MAX_CHANNELS):
+        chunk = channels_last[..., start : start + _CV_MAX_CHANNELS]
+        chunk = cv2.resize(chunk, (out_w, out_h), interpolation=interpolation)
+        chunks.append(chunk.reshape(out_h, out_w, -1))  # cv2 drops a single channel axis
+    resized = np.concatenate(chunks, axis=-1)
+    return np.ascontiguousarray(np.moveaxis(resized >= 128, -1, 0), dtype=np.uint8)
+
+
+def hflip(image, masks):
+    """Flips an image and its masks left-right.
+
+    Args:
+        image: (h, w, C).
+        masks: (N, h, w).
+
+    Returns:
+        ``(image, masks)`` flipped, contiguous copies.
+    """
+    return np.ascontiguousarray(image[:, ::-1]), np.ascontiguousarray(masks[:, :, ::-1])
+
+
+def photometric(image, rng, *, brightness=0.25, contrast=0.25, saturation=0.3, hue=0.02):
+    """Random brightness, contrast, saturation and hue jitter.
+
+    Each factor is drawn uniformly: brightness and contrast multiply by
+    ``1 +- brightness`` / ``1 +- contrast`` (contrast around the mean grey
+    level), saturation by ``1 +- saturation`` in HSV, hue is rotated by up to
+    ``+- hue`` of a full turn. Geometry is untouched.
+
+    Args:
+        image: uint8 (h, w, 3) RGB.
+        rng: ``numpy.random.Generator``.
+        brightness: maximum relative brightness change. Defaults to 0.25.
+        contrast: maximum relative contrast change. Defaults to 0.25.
+        saturation: maximum relative saturation change. Defaults to 0.3.
+        hue: maximum hue rotation as a fraction of a turn. Defaults to 0.02.
+
+    Returns:
+        uint8 (h, w, 3) RGB.
+    """
+    gain_b = rng.uniform(1.0 - brightness, 1.0 + brightness)
+    gain_c = rng.uniform(1.0 - contrast, 1.0 + contrast)
+    gain_s = rng.uniform(1.0 - saturation, 1.0 + saturation)
+    shift_h = rng.uniform(-hue, hue) * 180.0  # OpenCV 8-bit hue is 0..179
+
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = np.mod(hsv[..., 0] + shift_h, 180.0)
+    hsv[..., 1] = np.clip(hsv[..., 1] * gain_s, 0.0, 255.0)
+    rgb = cv2.cvtColor(np.round(hsv).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    mean = rgb.mean()
+    rgb = (rgb - mean) * gain_c + mean
+    rgb = rgb * gain_b
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+def boxes_from_masks(masks):
+    """Tight boxes around masks.
+
+    Args:
+        masks: (N, h, w), nonzero = inside.
+
+    Returns:
+        float32 (N, 4) ``x1, y1, x2, y2`` in pixel-edge coordinates
+        (``x2 = last column + 1``); all zeros for an empty mask.
+    """
+    masks = np.asarray(masks)
+    boxes = np.zeros((len(masks), 4), np.float32)
+    if len(masks) == 0:
+        return boxes
+    rows = masks.any(axis=2)  # (N, h)
+    cols = masks.any(axis=1)  # (N, w)
+    nonempty = rows.any(axis=1)
+    height, width = masks.shape[1:]
+    y1 = rows.argmax(axis=1)
+    y2 = height - rows[:, ::-1].argmax(axis=1)
+    x1 = cols.argmax(axis=1)
+    x2 = width - cols[:, ::-1].argmax(axis=1)
+    boxes[nonempty] = np.stack([x1, y1, x2, y2], axis=1)[nonempty]
+    return boxes
+
+
+def downsample_masks(masks, stride):
+    """Reduces masks by an integer stride with area averaging.
+
+    A cell is on when at least half of its ``stride x stride`` pixels are on.
+    A mask that would vanish that way (an object thinner than the stride)
+    falls back to "any pixel on", so a small instance keeps a mask.
+
+    Args:
+        masks: uint8 (N, H, W) of 0/1; H and W multiples of ``stride``.
+        stride: integer factor.
+
+    Returns:
+        uint8 (N, H / stride, W / stride) of 0/1.
+
+    Raises:
+        ValueError: H or W not a multiple of ``stride``.
+    """
+    count, height, width = masks.shape
+    if height % stride or width % stride:
+        raise ValueError(f"mask size {width}x{height} is not a multiple of stride {stride}")
+    if stride == 1:
+        return np.ascontiguousarray(masks, dtype=np.uint8)
+    cells = masks.reshape(count, height // stride, stride, width // stride, stride)
+    on_pixels = cells.sum(axis=(2, 4), dtype=np.int32)
+    small = on_pixels * 2 >= stride * stride
+    vanished = ~small.any(axis=(1, 2)) & (on_pixels.any(axis=(1, 2)))
+    small[vanished] = on_pixels[vanished] > 0
+    return small.astype(np.uint8)
+
+
+def any_downsample(mask, stride):
+    """Max-pools one (H, W) mask by ``stride``: a cell is on if any pixel is.
+
+    Used for the crowd ignore map, which must cover every crowd pixel.
+
+    Args:
+        mask: uint8 (H, W); H and W multiples of ``stride``.
+        stride: integer factor.
+
+    Returns:
+        uint8 (H / stride, W / stride) of 0/1.
+    """
+    height, width = mask.shape
+    cells = mask.reshape(height // stride, stride, width // stride, stride)
+    return cells.any(axis=(1, 3)).astype(np.uint8)

@@ -1,0 +1,137 @@
+"""keras_solo.model.backbone and keras_solo.model.fpn."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_solo.errors import SoloError
+from keras_solo.model.backbone import BACKBONE_NAMES, build_backbone
+from keras_solo.model.fpn import FPN
+
+
+def _image(height, width, batch=1, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, size=(batch, height, width, 3)).astype("float32")
+
+
+# Backbones -------------------------------------------------------------------
+
+
+def test_tiny_backbone_strides_and_channels():
+    backbone = build_backbone("tiny", input_shape=(64, 96, 3))
+    features = backbone(_image(64, 96, batch=2))
+    assert sorted(features) == ["C2", "C3", "C4", "C5"]
+    for name, stride, channels in (("C2", 4, 16), ("C3", 8, 32), ("C4", 16, 48), ("C5", 32, 64)):
+        assert tuple(features[name].shape) == (2, 64 // stride, 96 // stride, channels), name
+
+
+def test_mobilenetv3_backbone_strides():
+    backbone = build_backbone("mobilenetv3", input_shape=(64, 128, 3))
+    shapes = {name: tuple(tensor.shape) for name, tensor in backbone.output.items()}
+    assert shapes == {"C2": (None, 16, 32, 24), "C3": (None, 8, 16, 40),
+                      "C4": (None, 4, 8, 112), "C5": (None, 2, 4, 960)}
+    # minimalistic: no hard-swish, no squeeze-excite
+    assert not any("squeeze_excite" in layer.name for layer in backbone.layers)
+
+
+def test_unknown_backbone_lists_valid_names():
+    with pytest.raises(SoloError) as error:
+        build_backbone("resnet5O", input_shape=(64, 64, 3))
+    for name in ("resnet50", "mobilenetv3", "tiny"):
+        assert name in str(error.value)
+    assert set(BACKBONE_NAMES) >= {"resnet50", "mobilenetv3", "tiny"}
+
+
+def test_missing_or_bad_weights_path_raises_solo_error(tmp_path):
+    missing = str(tmp_path / "nowhere.weights.h5")
+    with pytest.raises(SoloError, match="nowhere.weights.h5"):
+        build_backbone("tiny", input_shape=(64, 64, 3), weights=missing)
+    wrong_suffix = tmp_path / "backbone.h5"
+    wrong_suffix.write_bytes(b"")
+    with pytest.raises(SoloError, match="backbone.h5"):
+        build_backbone("tiny", input_shape=(64, 64, 3), weights=str(wrong_suffix))
+    with pytest.raises(SoloError, match="tiny"):
+        build_backbone("tiny", input_shape=(64, 64, 3), weights="imagenet")
+
+
+def test_weights_file_roundtrip_and_mismatch(tmp_path):
+    source = build_backbone("tiny", input_shape=(64, 64, 3))
+    rng = np.random.default_rng(1)
+    for weight in source.weights:
+        weight.assign(rng.normal(size=weight.shape).astype("float32"))
+    path = str(tmp_path / "tiny.weights.h5")
+    source.save_weights(path)
+    restored = build_backbone("tiny", input_shape=(64, 64, 3), weights=path)
+    image = _image(64, 64)
+    for name, tensor in source(image).items():
+        np.testing.assert_allclose(ops.convert_to_numpy(restored(image)[name]), ops.convert_to_numpy(tensor),
+                                   rtol=1e-5, atol=1e-5)
+
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    other_path = str(tmp_path / "other.weights.h5")
+    other.save_weights(other_path)
+    with pytest.raises(SoloError, match="other.weights.h5"):
+        build_backbone("tiny", input_shape=(64, 64, 3), weights=other_path)
+
+
+# FPN -------------------------------------------------------------------------
+
+
+def test_resnet50_fpn_gives_paper_table1_sizes():
+    backbone = build_backbone("resnet50", input_shape=(672, 1344, 3))  # 1344x672 (WxH)
+    pyramid = FPN(channels=256)(backbone.output)
+    shapes = {name: tuple(tensor.shape[1:]) for name, tensor in pyramid.items()}
+    assert shapes == {  # paper Table 1, (H, W, channels)
+        "P2": (168, 336, 256), "P3": (84, 168, 256), "P4": (42, 84, 256),
+        "P5": (21, 42, 256), "P6": (11, 21, 256),
+    }
+
+
+def test_fpn_known_answer_with_identity_convs_and_odd_sizes():
+    """Identity 1x1 laterals and 3x3 outputs: P_l = C_l + crop(up2x(P_{l+1})), P6 = P5[::2, ::2]."""
+    sizes = {"C2": (11, 13), "C3": (6, 7), "C4": (3, 4), "C5": (2, 2)}
+    channels = 4
+    rng = np.random.default_rng(0)
+    inputs = {name: rng.normal(size=(2, h, w, channels)).astype("float32") for name, (h, w) in sizes.items()}
+    fpn = FPN(channels=channels)
+    fpn.build({name: value.shape for name, value in inputs.items()})
+    for conv in list(fpn.lateral_convs.values()) + list(fpn.output_convs.values()):
+        size = conv.kernel.shape[0]
+        kernel = np.zeros(conv.kernel.shape, "float32")
+        kernel[size // 2, size // 2] = np.eye(channels)
+        conv.kernel.assign(kernel)
+    outputs = {name: ops.convert_to_numpy(value) for name, value in fpn(inputs).items()}
+
+    expected = {"P5": inputs["C5"]}
+    for level in (4, 3, 2):
+        height, width = sizes[f"C{level}"]
+        up = np.repeat(np.repeat(expected[f"P{level + 1}"], 2, axis=1), 2, axis=2)[:, :height, :width]
+        expected[f"P{level}"] = inputs[f"C{level}"] + up
+    expected["P6"] = expected["P5"][:, ::2, ::2]
+    for name in ("P2", "P3", "P4", "P5", "P6"):
+        np.testing.assert_allclose(outputs[name], expected[name], atol=1e-5, err_msg=name)
+    assert {name: value.shape for name, value in outputs.items()} == {
+        name: tuple(shape) for name, shape in fpn.compute_output_shape(
+            {name: value.shape for name, value in inputs.items()}).items()}
+
+
+def test_fpn_config_and_keras_roundtrip(tmp_path):
+    fpn = FPN(channels=16)
+    assert fpn.get_config()["channels"] == 16
+    backbone = build_backbone("tiny", input_shape=(96, 160, 3))  # C5 3x5 -> P6 2x3
+    model = keras.Model(backbone.input, FPN(channels=16)(backbone.output))
+    assert tuple(model.output["P6"].shape) == (None, 2, 3, 16)
+    rng = np.random.default_rng(0)
+    for weight in model.weights:
+        weight.assign(rng.normal(scale=0.1, size=weight.shape).astype("float32"))
+    image = _image(96, 160)
+    expected = model(image)
+    path = os.path.join(tmp_path, "fpn.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    got = loaded(image)
+    for name in ("P2", "P3", "P4", "P5", "P6"):
+        np.testing.assert_allclose(ops.convert_to_numpy(got[name]), ops.convert_to_numpy(expected[name]),
+                                   rtol=1e-4, atol=1e-4)

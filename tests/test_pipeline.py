@@ -1,0 +1,266 @@
+"""Tests for keras_solo.data.transforms and keras_solo.data.pipeline."""
+
+import os
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+from helpers import COLOURS
+
+from keras_solo.data import transforms
+from keras_solo.data.coco import load_coco
+from keras_solo.data.pipeline import as_solo_error, build_dataset, load_example, steps_per_epoch
+from keras_solo.errors import SoloError
+
+SIZE = (128, 96)  # (W, H)
+CAT, DOG, BIRD = 1, 3, 2  # contiguous labels of the tiny dataset
+
+
+@pytest.fixture
+def dataset(tiny_coco):
+    return load_coco(tiny_coco.json_path)
+
+
+def _batches(ds):
+    return [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in ds]
+
+
+def _by_image(batches):
+    """{image_id: (image, targets)} from a list of numpy batches."""
+    examples = {}
+    for images, targets in batches:
+        for b in range(len(images)):
+            image_id = int(targets["image_info"][b, 3])
+            examples[image_id] = (images[b], {k: v[b] for k, v in targets.items()})
+    return examples
+
+
+def _colour_region(image, colour, tolerance=40):
+    return np.abs(image.astype(np.float32) - np.asarray(colour, np.float32)).max(axis=-1) <= tolerance
+
+
+def _erode(mask):
+    """3x3 erosion: pixels whose 8 neighbours are all in the mask."""
+    return cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8), borderValue=0).astype(bool)
+
+
+def _assert_aligned(mask, region):
+    """Every pure-colour pixel is in the mask; the mask's interior is pure colour."""
+    mask = mask.astype(bool)
+    assert region.sum() > 50
+    assert not (region & ~mask).any()
+    assert not (_erode(mask) & ~region).any()
+    assert (mask & region).sum() / (mask | region).sum() > 0.75
+
+
+# ---------------------------------------------------------------------------
+# Batch layout
+
+
+def test_layout_dtypes_static_shapes_and_padding(dataset):
+    ds = build_dataset(dataset, image_size=SIZE, max_instances=8, batch_size=2, drop_remainder=True)
+    images_spec, targets_spec = ds.element_spec
+    assert images_spec.shape == (2, 96, 128, 3) and images_spec.dtype == tf.float32
+    expected = {
+        "masks": ((2, 8, 24, 32), tf.uint8),
+        "classes": ((2, 8), tf.int32),
+        "boxes": ((2, 8, 4), tf.float32),
+        "ignore": ((2, 24, 32), tf.uint8),
+        "image_info": ((2, 4), tf.float32),
+    }
+    assert {k: (tuple(v.shape), v.dtype) for k, v in targets_spec.items()} == expected
+    (images, targets), = _batches(ds)  # 3 images, last partial batch dropped
+    np.testing.assert_array_equal(targets["classes"], [[CAT, DOG, -1, -1, -1, -1, -1, -1], [BIRD, CAT, DOG] + [-1] * 5])
+    assert not targets["masks"][0, 2:].any() and not targets["boxes"][0, 2:].any()
+    assert targets["masks"][0, :2].any(axis=(1, 2)).all()
+    assert images.min() >= 0 and images.max() <= 255
+
+
+def test_eval_letterbox_values(dataset):
+    ds = build_dataset(dataset, image_size=SIZE, max_instances=4, batch_size=3)
+    assert len(ds) == 1
+    examples = _by_image(_batches(ds))
+    image, targets = examples[1]
+    # 96x64 -> scale min(128/96, 96/64) = 4/3 -> 128x85, top-left, zero padding below.
+    np.testing.assert_allclose(targets["image_info"], [64, 96, 4 / 3, 1], rtol=1e-6)
+    assert not image[85:].any() and image[:85].max(axis=-1).min() > 0
+    # The cat rectangle [8, 40) x [8, 30) lands at [10.7, 53.3) x [10.7, 40).
+    np.testing.assert_allclose(targets["boxes"][0], [10.67, 10.67, 53.33, 40.0], atol=1.0)
+    rows, cols = np.nonzero(targets["masks"][0])
+    extent = [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+    np.testing.assert_allclose(extent, np.array([11, 11, 53, 40]) / 4, atol=1)
+    # The crowd strip (rows 52-61, cols 4-39) is only in the ignore map.
+    assert CAT in targets["classes"] and 0 not in targets["classes"]
+    ys, xs = np.nonzero(targets["ignore"])
+    assert ys.min() == int(52 * 4 / 3) // 4 and xs.max() == (int(40 * 4 / 3) - 1) // 4
+    # The negative image: no instances, no ignore.
+    image3, targets3 = examples[3]
+    assert (targets3["classes"] == -1).all() and not targets3["masks"].any() and not targets3["ignore"].any()
+    np.testing.assert_allclose(targets3["image_info"], [72, 72, 4 / 3, 3], rtol=1e-6)
+
+
+def test_keeps_largest_instances_and_warns_once(dataset):
+    message = r"1 image\(s\) have more than max_instances=2 instances \(up to 3\)"
+    with pytest.warns(UserWarning, match=message) as record:
+        ds = build_dataset(dataset, image_size=SIZE, max_instances=2, batch_size=3)
+    assert len(record) == 1
+    examples = _by_image(_batches(ds))
+    # Image 2: dog (512 px) and bird (421 px) kept in annotation order, the cat (390 px) dropped.
+    assert examples[2][1]["classes"].tolist() == [BIRD, DOG]
+    assert examples[1][1]["classes"].tolist() == [CAT, DOG]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_dataset(dataset, image_size=SIZE, max_instances=3)
+
+
+def test_boxes_equal_mask_extents(dataset):
+    ds = build_dataset(dataset, image_size=SIZE, mask_stride=1, batch_size=3, training=True, photometric=False, seed=5)
+    for images, targets in _batches(ds):
+        for b in range(len(images)):
+            count = int((targets["classes"][b] >= 0).sum())
+            np.testing.assert_array_equal(targets["boxes"][b], transforms.boxes_from_masks(targets["masks"][b]))
+            assert targets["masks"][b, :count].any(axis=(1, 2)).all()
+
+
+def test_flip_and_jitter_keep_masks_on_their_pixels(dataset):
+    ds = build_dataset(
+        dataset,
+        image_size=SIZE,
+        mask_stride=1,
+        batch_size=3,
+        training=True,
+        photometric=False,
+        scale_jitter=(0.6, 1.6),
+        seed=11,
+    )
+    orientations, scales = set(), set()
+    for _ in range(6):  # each pass is a new epoch with new augmentation
+        examples = _by_image(_batches(ds))
+        for image_id, slot, ann_id in ((1, 1, 2), (2, 0, 4), (2, 2, 6)):
+            image, targets = examples[image_id]
+            assert targets["classes"][slot] == (DOG if ann_id != 4 else BIRD)
+            _assert_aligned(targets["masks"][slot], _colour_region(image, COLOURS[ann_id]))
+        image, targets = examples[1]
+        _assert_aligned(targets["ignore"], _colour_region(image, COLOURS[3]))
+        # The L's foot (bottom rows) sticks out right unless flipped.
+        rows, cols = np.nonzero(_colour_region(image, COLOURS[2]))
+        top = cols[rows < np.percentile(rows, 30)].mean()
+        bottom = cols[rows > np.percentile(rows, 85)].mean()
+        orientations.add(bool(bottom > top))
+        scales.add(round(float(targets["image_info"][2]), 3))
+    assert orientations == {True, False}
+    assert len(scales) > 3 and max(scales) > 4 / 3  # some crops, some padding
+
+
+def test_deterministic_given_seed(dataset):
+    def run(seed):
+        ds = build_dataset(dataset, image_size=SIZE, batch_size=2, training=True, seed=seed, num_parallel_calls=3)
+        return _batches(ds) + _batches(ds)  # two epochs
+
+    first, again, other = run(7), run(7), run(8)
+    assert len(first) == 2  # training drops the partial batch: 2 epochs x 1 batch
+    for a, b in zip(first, again):
+        tf.nest.map_structure(np.testing.assert_array_equal, a, b)
+    assert any(not np.array_equal(a[0], b[0]) for a, b in zip(first, other))
+    # Different epochs of one build differ.
+    assert not np.array_equal(first[0][0], first[1][0])
+
+
+def test_load_example_matches_dataset_and_eval_ignores_epoch(dataset):
+    ds = build_dataset(dataset, image_size=SIZE, batch_size=1)
+    (images, targets), = _batches(ds.take(1))
+    image, example = load_example(dataset, 0, image_size=SIZE, epoch=5, seed=99)
+    np.testing.assert_array_equal(images[0], image.astype(np.float32))
+    for key, value in example.items():
+        np.testing.assert_array_equal(targets[key][0], value)
+
+
+def test_repeat_and_steps_per_epoch(dataset):
+    assert steps_per_epoch(dataset, 2) == 2
+    assert steps_per_epoch(dataset, 2, drop_remainder=True) == 1
+    assert steps_per_epoch(7, 3) == 3
+    ds = build_dataset(dataset, image_size=SIZE, batch_size=2, training=True, repeat=True)
+    assert ds.cardinality().numpy() == tf.data.INFINITE_CARDINALITY
+    ids = np.concatenate([t["image_info"][:, 3] for _, t in _batches(ds.take(3))])
+    # Epochs follow each other without a gap; each is a permutation of the images.
+    assert sorted(ids[:3].tolist()) == [1, 2, 3] and sorted(ids[3:].tolist()) == [1, 2, 3]
+    assert len(build_dataset(dataset, image_size=SIZE, batch_size=2)) == steps_per_epoch(dataset, 2)
+
+
+def test_unreadable_image_while_iterating(dataset):
+    os.remove(dataset.records[1].path)
+    ds = build_dataset(dataset, image_size=SIZE, batch_size=3)
+    with pytest.raises(tf.errors.OpError) as info:
+        _batches(ds)
+    error = as_solo_error(info.value)
+    assert isinstance(error, SoloError)
+    assert str(error).startswith(dataset.json_path + ": image 2: image file not found")
+    assert str(error).endswith("two.png") and "\n" not in str(error)
+    assert as_solo_error(ValueError("other")) is None
+
+
+@pytest.mark.parametrize(
+    "kwargs, needles",
+    [
+        (dict(image_size=(100, 64)), ["100", "size_divisor 32"]),
+        (dict(image_size=(128, 80)), ["80", "size_divisor 32"]),
+        (dict(image_size=(64, 64), size_divisor=16, mask_stride=5), ["mask_stride 5"]),
+        (dict(max_instances=0), ["max_instances"]),
+        (dict(scale_jitter=(1.2, 0.8)), ["scale_jitter"]),
+        (dict(seed=-1), ["seed"]),
+    ],
+)
+def test_bad_arguments(dataset, kwargs, needles):
+    with pytest.raises(SoloError) as info:
+        build_dataset(dataset, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message
+
+
+# ---------------------------------------------------------------------------
+# transforms
+
+
+def test_letterbox_crop_offset_moves_image_and_masks_together():
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[0:10, 30:40] = 200  # top-right block
+    masks = (image[None, ..., 0] > 0).astype(np.uint8)
+    block = np.zeros((64, 64), bool)
+    block[0:16, 48:64] = True  # where the block lands in the 64x64 resized image
+    for offset, (left, top) in (((0.0, 0.0), (0, 0)), ((1.0, 1.0), (32, 32)), ((0.5, 0.25), (16, 8))):
+        out, out_masks, scale = transforms.letterbox(image, masks, (32, 32), scale_jitter=2.0, offset=offset)
+        assert scale == 1.6 and out.shape == (32, 32, 3) and out_masks.shape == (1, 32, 32)
+        assert transforms.crop_offset((64, 64), (32, 32), offset) == (left, top)
+        np.testing.assert_array_equal(out_masks[0].astype(bool), block[top : top + 32, left : left + 32])
+        np.testing.assert_array_equal(out[..., 0] > 100, out_masks[0].astype(bool))
+    # No overflow: the offset is ignored and the image is padded bottom/right.
+    out, out_masks, scale = transforms.letterbox(image, masks, (32, 32), scale_jitter=0.5, offset=(1.0, 1.0))
+    assert scale == 0.4 and not out[16:].any() and not out[:, 16:].any()
+    np.testing.assert_array_equal(out_masks[0, :4, 12:16], 1)
+    assert out_masks.sum() == 16
+
+
+def test_hflip_and_downsample_and_photometric():
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    masks = np.array([[[1, 0, 0], [1, 1, 0]]], np.uint8)
+    flipped, flipped_masks = transforms.hflip(image, masks)
+    np.testing.assert_array_equal(flipped[:, 0], image[:, 2])
+    np.testing.assert_array_equal(flipped_masks, [[[0, 0, 1], [0, 1, 1]]])
+
+    small = np.zeros((3, 8, 8), np.uint8)
+    small[0, :4, :4] = 1  # a full cell
+    small[1, 5, 6] = 1  # one pixel: kept through the any-pixel fallback
+    small[2, 0:3, 4:8] = 1  # 12 of 16 pixels of cell (0, 1)
+    down = transforms.downsample_masks(small, 4)
+    np.testing.assert_array_equal(down, [[[1, 0], [0, 0]], [[0, 0], [0, 1]], [[0, 1], [0, 0]]])
+
+    picture = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    a = transforms.photometric(picture, np.random.default_rng(1))
+    b = transforms.photometric(picture, np.random.default_rng(1))
+    assert a.dtype == np.uint8 and a.shape == picture.shape
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, picture)
