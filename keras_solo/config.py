@@ -95,6 +95,9 @@ class ModelConfig:
                f"has {len(self.class_names)} names but model.num_classes is {self.num_classes}")
         _check(all(v > 0 and v % 32 == 0 for v in self.input_size), "model.input_size",
                f"{self.input_size} must be positive multiples of 32")
+        if self.head_resize == "none" and "P6" in self.levels:
+            _check(all(v % 64 == 0 for v in self.input_size), "model.input_size",
+                   f"{self.input_size} must be multiples of 64 when P6 is used with head_resize: none")
         _check(self.fpn_channels >= 1 and self.head_channels >= 1, "model.head_channels", "must be >= 1")
         _check(self.norm_groups >= 1 and self.head_channels % self.norm_groups == 0, "model.norm_groups",
                f"{self.norm_groups} must divide model.head_channels ({self.head_channels})")

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -137,8 +138,10 @@ def run_inference(model, coco_dataset, *, limit=0, batch_size=1, progress=True, 
     from keras_solo.data.pipeline import build_dataset
 
     width, height = model.input_size
-    dataset = build_dataset(coco_dataset, image_size=(width, height), max_instances=1, mask_stride=8,
-                            batch_size=batch_size, training=False, shuffle=False)
+    with warnings.catch_warnings():  # instance slots are unused here: only images and image_info
+        warnings.simplefilter("ignore")
+        dataset = build_dataset(coco_dataset, image_size=(width, height), max_instances=1, mask_stride=8,
+                                batch_size=batch_size, training=False, shuffle=False)
     total = len(coco_dataset.records)
     if limit:
         total = min(total, limit)

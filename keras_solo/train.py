@@ -219,7 +219,7 @@ def prepare_run_dir(out_dir, overwrite=False, resume=True):
     os.makedirs(out_dir, exist_ok=True)
 
 
-def train(config, out_dir, *, overwrite=False, resume=True, verbose=1, extra_callbacks=()):
+def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_callbacks=()):
     """Trains a SOLO model as the config says; returns (model, history dict).
 
     Raises:
@@ -228,6 +228,8 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=1, extra_cal
     import tensorflow as tf
 
     prepare_run_dir(out_dir, overwrite=overwrite, resume=resume)
+    if verbose is None:  # a progress bar on a terminal, one line per epoch in logs
+        verbose = 1 if sys.stdout.isatty() else 2
     keras.utils.set_random_seed(config.train.seed)
     if config.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")

@@ -112,8 +112,10 @@ def resize_masks(masks, size, interpolation=cv2.INTER_LINEAR):
         return np.zeros((0, out_h, out_w), np.uint8)
     channels_last = np.ascontiguousarray(np.moveaxis(masks, 0, -1)) * np.uint8(255)
     chunks = []
-    for start in range(0, channels_last.shape[-1], _CV_MAX_CHANNELS):
-        chunk = channels_last[..., start : start + _CV_MAX_CHANNELS]
+    # OpenCV's INTER_AREA with a non-integer scale accepts at most 4 channels.
+    step = 4 if interpolation == cv2.INTER_AREA else _CV_MAX_CHANNELS
+    for start in range(0, channels_last.shape[-1], step):
+        chunk = channels_last[..., start : start + step]
         chunk = cv2.resize(chunk, (out_w, out_h), interpolation=interpolation)
         chunks.append(chunk.reshape(out_h, out_w, -1))  # cv2 drops a single channel axis
     resized = np.concatenate(chunks, axis=-1)
