@@ -82,7 +82,8 @@ def dice_loss(mask_logits, mask_target, valid, *, eps=DICE_EPS):
     return dice * ops.cast(valid, "float32")
 
 
-def solo_loss(level_cate_logits, level_mask_logits, targets, *, alpha=0.25, gamma=2.0, mask_weight=3.0):
+def solo_loss(level_cate_logits, level_mask_logits, targets, *, alpha=0.25, gamma=2.0, mask_weight=3.0,
+              count_reducer=None):
     """SOLO's loss, eq. (4): L = L_cate + lambda * L_mask.
 
     L_cate = sum over levels of the focal loss / (num_pos + 1), num_pos the
@@ -96,6 +97,11 @@ def solo_loss(level_cate_logits, level_mask_logits, targets, *, alpha=0.25, gamm
         targets: the list from `keras_solo.targets.build_targets`.
         alpha, gamma: focal loss parameters. Default to 0.25, 2.0.
         mask_weight: lambda of eq. (4). Defaults to 3.0 (SOLO).
+        count_reducer: optional function mapping this replica's positive
+            count to the count over all replicas (data-parallel training), so
+            every replica normalises by the global batch's positives and the
+            summed replica gradients equal the single-device gradient.
+            Defaults to None (one device).
 
     Returns:
         dict of float32 scalars: loss, cate_loss, mask_loss (unweighted
@@ -113,6 +119,8 @@ def solo_loss(level_cate_logits, level_mask_logits, targets, *, alpha=0.25, gamm
             cate_logits, target["cate_target"], target["cate_weight"], alpha=alpha, gamma=gamma))
         dice_sum = dice_sum + ops.sum(dice_loss(mask_logits, target["mask_target"], target["pos_valid"]))
         num_pos = num_pos + ops.sum(ops.cast(target["pos_valid"], "float32"))
+    if count_reducer is not None:
+        num_pos = count_reducer(num_pos)
     cate_loss = cate_sum / (num_pos + 1.0)
     mask_loss = dice_sum / ops.maximum(num_pos, 1.0)
     return {

@@ -76,7 +76,13 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def build_optimizer(train_config, steps_per_epoch):
-    """SGD (or AdamW) with the scaled, warmed-up schedule and clipping."""
+    """SGD (or AdamW) with the scaled, warmed-up schedule and clipping.
+
+    Note: under tf.distribute, Keras clips each replica's gradient (by its own
+    norm) before the replicas' gradients are summed, so with clipping active a
+    mirrored run is not bit-identical to one device (without clipping it is:
+    tests/test_solo.py).
+    """
     t = train_config
     lr = t.learning_rate * t.batch_size / t.base_batch_size
     schedule = WarmupSchedule(

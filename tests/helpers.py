@@ -164,3 +164,47 @@ def write_tiny_coco(dirpath, *, json_name="instances.json", image_dir="images"):
     }
     json_path = write_json(os.path.join(dirpath, json_name), data)
     return TinyCoco(json_path=json_path, image_root=dirpath, data=data, colours=dict(COLOURS))
+
+
+# ---------------------------------------------------------------------------
+# Tiny SOLO configs for model / training tests (64-128 px, 2 levels).
+
+TINY_MODEL_OVERRIDES = (
+    "model.backbone=tiny",
+    "model.input_size=[128,64]",
+    "model.levels=[P3,P4]",
+    "model.grids=[8,4]",
+    "model.head_resize=none",
+    "model.fpn_channels=32",
+    "model.head_convs=1",
+    "model.head_channels=32",
+    "model.norm_groups=8",
+    "model.attention_dim=16",
+    "model.scale_reference_size=64",
+    "model.scale_ranges=[[1,32],[16,512]]",
+    "model.max_positives=32",
+    "data.max_instances=8",
+    "eval.nms_pre=40",
+    "eval.max_per_img=20",
+)
+
+
+def tiny_config(data_dir=None, *extra):
+    """A tiny SOLO config (2 levels, grids 8/4, 128x64 input) for tests.
+
+    Args:
+        data_dir: folder with instances_train.json / instances_val.json
+            (e.g. from `make_synthetic(..., size=(128, 64))`).
+        extra: more ``dotted.key=value`` overrides.
+    """
+    import os
+
+    from keras_solo.config import load_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    overrides = list(TINY_MODEL_OVERRIDES)
+    if data_dir is not None:
+        overrides += [f"data.train_json={os.path.join(data_dir, 'instances_train.json')}",
+                      f"data.val_json={os.path.join(data_dir, 'instances_val.json')}"]
+    overrides += list(extra)
+    return load_config(os.path.join(root, "training", "demo.yaml"), overrides)

@@ -42,6 +42,8 @@ class FPN(keras.layers.Layer):
 
     Args:
         channels: output channels of every level (paper: 256). Defaults to 256.
+        min_level: finest level built (2 = P2, the paper). A model whose heads
+            start at P3 sets 3 so no unused P2 convs are made. Defaults to 2.
 
     Call:
         inputs: dict with "C2".."C5", `(batch, H / s, W / s, c_l)`,
@@ -52,47 +54,52 @@ class FPN(keras.layers.Layer):
         sizes of C2..C5 and P6 is `ceil(h_5 / 2) x ceil(w_5 / 2)`.
     """
 
-    def __init__(self, channels=256, **kwargs):
+    def __init__(self, channels=256, min_level=2, **kwargs):
         super().__init__(**kwargs)
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
             raise ValueError(f"`channels` must be a positive int, got {channels!r}")
+        if min_level not in (2, 3, 4, 5):
+            raise ValueError(f"`min_level` must be 2, 3, 4 or 5, got {min_level!r}")
         self.channels = channels
+        self.min_level = min_level
+        self.input_names = INPUT_NAMES[min_level - 2:]
+        self.output_names = OUTPUT_NAMES[min_level - 2:]
         self.lateral_convs = {
             name: keras.layers.Conv2D(channels, 1, dtype=self.dtype_policy, name=f"lateral_{name}")
-            for name in INPUT_NAMES
+            for name in self.input_names
         }
         self.output_convs = {
             name: keras.layers.Conv2D(channels, 3, padding="same", dtype=self.dtype_policy,
                                       name=f"output_P{name[1]}")
-            for name in INPUT_NAMES
+            for name in self.input_names
         }
 
     def build(self, input_shape):
-        missing = [name for name in INPUT_NAMES if name not in input_shape]
+        missing = [name for name in self.input_names if name not in input_shape]
         if missing:
-            raise ValueError(f"FPN expects a dict with keys {INPUT_NAMES}, missing {missing}")
-        for name in INPUT_NAMES:
+            raise ValueError(f"FPN expects a dict with keys {self.input_names}, missing {missing}")
+        for name in self.input_names:
             self.lateral_convs[name].build(input_shape[name])
             self.output_convs[name].build(tuple(input_shape[name][:-1]) + (self.channels,))
 
     def call(self, inputs):
         merged = {}
         top = None
-        for name in reversed(INPUT_NAMES):  # C5 first: top-down pathway
+        for name in reversed(self.input_names):  # C5 first: top-down pathway
             lateral = self.lateral_convs[name](inputs[name])  # 1x1 lateral connection
             if top is not None:
                 height, width = _static_hw(lateral.shape, "FPN")
                 lateral = lateral + _upsample_like(top, height, width)  # M_l = lateral_l + up(M_{l+1})
             merged[name] = lateral
             top = lateral
-        outputs = {f"P{name[1]}": self.output_convs[name](merged[name]) for name in INPUT_NAMES}
+        outputs = {f"P{name[1]}": self.output_convs[name](merged[name]) for name in self.input_names}
         # P6 = stride-2 subsampling of P5 (max pool with a 1x1 window; "same" -> ceil).
         outputs["P6"] = ops.max_pool(outputs["P5"], pool_size=1, strides=2, padding="same")
-        return {name: outputs[name] for name in OUTPUT_NAMES}
+        return {name: outputs[name] for name in self.output_names}
 
     def compute_output_shape(self, input_shape):
         shapes = {}
-        for name in INPUT_NAMES:
+        for name in self.input_names:
             shapes[f"P{name[1]}"] = tuple(input_shape[name][:-1]) + (self.channels,)
         batch, height, width = input_shape["C5"][:3]
         half = lambda n: None if n is None else (n + 1) // 2  # noqa: E731
@@ -101,5 +108,5 @@ class FPN(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"channels": self.channels})
+        config.update({"channels": self.channels, "min_level": self.min_level})
         return config

@@ -26,6 +26,24 @@ import math
 import keras
 from keras import ops
 
+
+
+def _replica_context():
+    """The tf.distribute replica context when training on several replicas."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync <= 1:
+        return None
+    return context
+
+
+def _sum_over_replicas(value):
+    context = _replica_context()
+    return context.all_reduce("SUM", value) if context is not None else value
+
 from keras_solo import losses as solo_losses
 from keras_solo import postprocess
 from keras_solo import targets as solo_targets
@@ -181,7 +199,7 @@ class SOLO(keras.Model):
 
         # === Layers ===
         self.backbone = build_backbone(backbone, input_shape=(height, width, 3), weights=backbone_weights)
-        self.fpn = FPN(channels=fpn_channels, name="fpn")
+        self.fpn = FPN(channels=fpn_channels, min_level=int(self.levels[0][1]), name="fpn")
         self.level_resizers = [Resize(size=size, name=f"head_resize_{i}")
                                for i, size in enumerate(self.head_sizes)]
         self.head = SOLOHead(
@@ -278,18 +296,24 @@ class SOLO(keras.Model):
             cate_logits.append(ops.cast(y_pred[f"cate_logits_{level}"], "float32"))
             logits = self.cell_mask_logits(y_pred, level, level_targets[level]["pos_index"])
             mask_logits.append(ops.cast(logits, "float32"))
+        # Data-parallel training: every replica normalises by the positives of
+        # the global batch, so the replicas' summed gradients equal the
+        # single-device gradient (Keras sums replica gradients).
         result = solo_losses.solo_loss(
             cate_logits, mask_logits, level_targets, alpha=self.focal_alpha,
-            gamma=self.focal_gamma, mask_weight=self.mask_loss_weight)
-        self.cate_loss_tracker.update_state(result["cate_loss"])
-        self.mask_loss_tracker.update_state(result["mask_loss"])
+            gamma=self.focal_gamma, mask_weight=self.mask_loss_weight, count_reducer=_sum_over_replicas)
+        context = _replica_context()
+        replicas = float(context.num_replicas_in_sync) if context is not None else 1.0
+        # Trackers average replica values; each holds a 1/replicas share.
+        self.cate_loss_tracker.update_state(result["cate_loss"] * replicas)
+        self.mask_loss_tracker.update_state(result["mask_loss"] * replicas)
         num_pos = result["num_pos"]
         self.dice_tracker.update_state(
-            1.0 - result["mask_loss"], sample_weight=ops.cast(num_pos > 0, "float32"))
+            1.0 - result["mask_loss"] * replicas, sample_weight=ops.cast(num_pos > 0, "float32"))
         loss = result["loss"]
         extra = self.losses
         if extra:
-            loss = loss + ops.sum(ops.stack([ops.cast(v, "float32") for v in extra]))
+            loss = loss + ops.sum(ops.stack([ops.cast(v, "float32") for v in extra])) / replicas
         return loss
 
     # ------------------------------------------------------------------

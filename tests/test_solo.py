@@ -1,0 +1,193 @@
+"""The SOLO keras.Model: wiring, loss, decoding, saving, training."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from keras_solo import builders
+from keras_solo.data.synthetic import make_synthetic
+from keras_solo.model.solo import SOLO, head_input_sizes, load_model, split_nms_pre
+from helpers import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    make_synthetic(str(out), images=10, size=(128, 64), seed=3, val_fraction=0.2, empty_fraction=0.0)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def tiny_batch(tiny_data):
+    config = tiny_config(tiny_data)
+    coco = builders.load_split(config, "train")
+    ds = builders.build_dataset(config, coco, training=False, batch_size=4)
+    images, targets = next(iter(ds))
+    return images.numpy(), {k: v.numpy() for k, v in targets.items()}
+
+
+def test_paper_mask_sizes_with_reference_head_resize():
+    # 1344x672 input: heads see P2 at P3's size and P6 at P5's (SOLO reference).
+    sizes = head_input_sizes((1344, 672), ("P2", "P3", "P4", "P5", "P6"), "reference")
+    assert sizes == [(84, 168), (84, 168), (42, 84), (21, 42), (21, 42)]
+    masks = [(2 * h, 2 * w) for h, w in sizes]
+    assert masks[0] == (168, 336)
+    plain = head_input_sizes((1344, 672), ("P2", "P6"), "none")
+    assert plain == [(168, 336), (11, 21)]
+
+
+def test_nms_pre_split_follows_cell_counts():
+    shares = split_nms_pre(500, (40, 36, 24, 16, 12), 5)
+    assert abs(sum(shares) - 500) <= 3
+    assert shares == sorted(shares, reverse=True)
+
+
+def test_outputs_shapes_and_static_decode(tiny_batch):
+    config = tiny_config()
+    model = builders.build_model(config)
+    images, _ = tiny_batch
+    outputs = model(images)
+    assert tuple(outputs["cate_logits_0"].shape) == (4, 8, 8, 5)
+    assert tuple(outputs["cate_logits_1"].shape) == (4, 4, 4, 5)
+    assert tuple(outputs["mask_features_0"].shape) == (4, 16, 32, 32)
+    assert tuple(outputs["grid_embed_1"].shape) == (4, 4, 4, 16)
+    decoded = model.predict_on_batch(images)
+    assert decoded["masks"].shape == (4, 20, 16, 32)
+    assert decoded["scores"].shape == (4, 20)
+
+
+def test_loss_empty_and_single_object(tiny_batch):
+    """mmdet-style behaviour: no objects -> cate loss > 0, mask loss == 0."""
+    config = tiny_config()
+    model = builders.build_model(config)
+    images, targets = tiny_batch
+    outputs = model(images)
+    empty = dict(targets, classes=np.full_like(targets["classes"], -1))
+    model.compute_loss(images, empty, outputs)
+    assert float(model.cate_loss_tracker.result()) > 0
+    assert float(model.mask_loss_tracker.result()) == 0.0
+    model.cate_loss_tracker.reset_state()
+    model.mask_loss_tracker.reset_state()
+    loss = model.compute_loss(images, targets, outputs)
+    assert float(model.mask_loss_tracker.result()) > 0
+    assert np.isfinite(float(loss))
+
+
+def test_cell_mask_logits_equal_full_mask_plus_attention(tiny_batch):
+    """Gathered masks equal channel k of the full S^2 mask map + attention channel k."""
+    config = tiny_config()
+    model = builders.build_model(config)
+    images, _ = tiny_batch
+    outputs = model(images)
+    cells = np.array([[0, 5, 63], [7, 8, 9], [1, 2, 3], [60, 61, 62]], np.int32)
+    gathered = keras.ops.convert_to_numpy(model.cell_mask_logits(outputs, 0, cells))
+    full = keras.ops.convert_to_numpy(model.mask_kernels[0](outputs["mask_features_0"]))
+    full = full + keras.ops.convert_to_numpy(
+        model.attentions[0].full_logits(outputs["grid_embed_0"], model.mask_sizes[0]))
+    for b in range(4):
+        for p, k in enumerate(cells[b]):
+            np.testing.assert_allclose(gathered[b, p], full[b, :, :, k], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("coords,attention", [(False, False), (True, False), (True, True)])
+def test_keras_round_trip(tmp_path, tiny_batch, coords, attention):
+    config = tiny_config(None, f"model.use_coords={str(coords).lower()}",
+                         f"model.use_attention={str(attention).lower()}")
+    model = builders.build_model(config)
+    images, _ = tiny_batch
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = load_model(path)
+    assert isinstance(loaded, SOLO)
+    assert loaded.use_coords == coords and loaded.use_attention == attention
+    a, b = model(images[:1]), loaded(images[:1])
+    for key in a:
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a[key]), keras.ops.convert_to_numpy(b[key]),
+                                   rtol=1e-5, atol=1e-5)
+    da, db = model.predict_on_batch(images[:1]), loaded.predict_on_batch(images[:1])
+    np.testing.assert_allclose(da["scores"], db["scores"], atol=1e-5)
+
+
+def test_ablation_variants_differ_only_in_params(tiny_batch):
+    counts = {}
+    for coords, attention in ((False, False), (True, False), (True, True)):
+        config = tiny_config(None, f"model.use_coords={str(coords).lower()}",
+                             f"model.use_attention={str(attention).lower()}")
+        counts[(coords, attention)] = builders.build_model(config).count_params()
+    # coords add 2 input channels to the first mask conv (2 * 3 * 3 * 32 weights)
+    assert counts[(True, False)] - counts[(False, False)] == 2 * 9 * 32
+    assert counts[(True, True)] > counts[(True, False)]
+
+
+def test_overfits_four_images(tiny_data):
+    """The tiny model overfits 4 synthetic images: positive-cell dice > 0.8."""
+    config = tiny_config(tiny_data, "train.batch_size=4", "train.learning_rate=0.003",
+                         "train.base_batch_size=4", "train.warmup_steps=10", "train.schedule=constant",
+                         "train.weight_decay=0.0", "model.head_convs=2", "model.head_channels=32",
+                         "train.clipnorm=0")
+    coco = builders.load_split(config, "train")
+    coco.records[:] = [r for r in coco.records if r.annotations][:4]
+    keras.utils.set_random_seed(0)
+    model = builders.build_model(config)
+    from keras_solo.train import build_optimizer
+
+    model.compile(optimizer=build_optimizer(config.train, 1))
+    ds = builders.build_dataset(config, coco, training=False, batch_size=4).cache().repeat()
+    history = model.fit(ds, epochs=12, steps_per_epoch=25, verbose=0)
+    dice = history.history["pos_dice"][-1]
+    assert dice > 0.8, history.history["pos_dice"]
+    assert history.history["loss"][-1] < history.history["loss"][0] / 2
+
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import os, sys, json
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np
+    sys.path.insert(0, {root!r})
+    sys.path.insert(0, {root!r} + "/tests")
+    from helpers import tiny_config
+    from keras_solo import builders
+    from keras_solo.train import build_optimizer
+    config = tiny_config({data!r}, "train.batch_size=4", "train.base_batch_size=4", "train.warmup_steps=0",
+                         "train.schedule=constant", "train.optimizer=sgd", "train.learning_rate=0.01",
+                         "train.clipnorm=0")
+    coco = builders.load_split(config, "train")
+    rec = [r for r in coco.records if r.annotations][0]
+    coco.records[:] = [rec] * 8   # identical images: per-replica and global losses agree exactly
+    ds = builders.build_dataset(config, coco, training=False, batch_size=4)
+    out = {{}}
+    for name, strategy in (("default", tf.distribute.get_strategy()),
+                           ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = builders.build_model(config)
+            model.compile(optimizer=build_optimizer(config.train, 1))
+        losses = []
+        for step in range(2):
+            h = model.fit(ds.take(1), epochs=1, verbose=0)
+            losses.append(h.history["loss"][0])
+        out[name] = losses
+    print(json.dumps(out))
+""")
+
+
+def test_mirrored_strategy_matches_single_device(tiny_data):
+    script = MIRRORED_SCRIPT.format(root=ROOT, data=tiny_data)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(result["mirrored"], result["default"], rtol=2e-3)
+    assert result["default"][1] != result["default"][0]  # the first step changed the weights
