@@ -23,9 +23,12 @@ $(STAMP): setup.cfg pyproject.toml
 $(DEMO_DATA)/instances_train.json: | $(STAMP)
 	$(BIN)/keras-solo make-synthetic --out $(DEMO_DATA) --images 400 --size 256x128 --seed 0
 
+$(DEMO_RUN)/DONE: training/demo.yaml | $(STAMP) $(DEMO_DATA)/instances_train.json
+	$(BIN)/keras-solo train --config training/demo.yaml --out $(DEMO_RUN) --overwrite
+
 demo: $(STAMP) $(DEMO_DATA)/instances_train.json
-	$(BIN)/keras-solo inspect-data $(DEMO_DATA)/instances_train.json --out $(DEMO_RUN)/inspect
-	$(BIN)/keras-solo train --config training/demo.yaml --out $(DEMO_RUN) --resume
+	$(BIN)/keras-solo inspect-data $(DEMO_DATA)/instances_train.json --out runs/demo_inspect
+	$(MAKE) --no-print-directory $(DEMO_RUN)/DONE
 	$(BIN)/keras-solo evaluate --model $(DEMO_RUN)/best.keras --data $(DEMO_DATA)/instances_val.json --out $(DEMO_RUN)/eval --overwrite
 	$(BIN)/keras-solo predict --model $(DEMO_RUN)/best.keras --source $(DEMO_DATA)/val --out $(DEMO_RUN)/predict --limit 8 --overwrite
 	@echo "demo done: see $(DEMO_RUN)/ (loss_curve.png, eval/metrics.json, predict/*.jpg)"

@@ -175,9 +175,8 @@ def build_parser():
     p.add_argument("--config", required=True, help="YAML preset, e.g. training/demo.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=3")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    p.add_argument("--resume", action="store_true",
-                   help="accepted for clarity: an unfinished run in --out always resumes")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run in --out (an unfinished run always resumes)")
 
     p = add("evaluate", cmd_evaluate, "COCO mask AP of a model on a COCO JSON")
     p.add_argument("--model", required=True, help=".keras model")

