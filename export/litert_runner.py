@@ -134,6 +134,7 @@ class _OnnxBackend:
     def __init__(self, path, threads):
         import onnxruntime as ort
 
+        ort.set_default_logger_severity(3)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -176,8 +177,10 @@ class Engine:
             raise RunnerError(f"{path}: is a folder; expected a .tflite or .onnx file")
         lower = path.lower()
         if lower.endswith(".tflite"):
+            self.format = "tflite"
             self.backend = _TFLiteBackend(path, threads)
         elif lower.endswith(".onnx"):
+            self.format = "onnx"
             self.backend = _OnnxBackend(path, threads)
         else:
             raise RunnerError(f"{path}: expected a .tflite or .onnx file")
@@ -237,9 +240,8 @@ class Engine:
         return found, {"preprocess": t1 - t0, "network": t2 - t1, "decode": t3 - t2, "total": t3 - t0}
 
     def names(self):
-        if self.class_names is not None:
-            return self.class_names
-        return tuple(f"class_{i}" for i in range(1000))
+        """Class names by label; () without a sidecar (labels are then printed as numbers)."""
+        return self.class_names or ()
 
 
 # ---------------------------------------------------------------------------
@@ -283,7 +285,9 @@ def detections_record(name, found, class_names):
     return {
         "source": name,
         "instances": [
-            {"label": int(label), "class": class_names[int(label)], "score": round(float(score), 4),
+            {"label": int(label),
+             "class": class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label)),
+             "score": round(float(score), 4),
              "bbox_xywh": [round(float(v), 1) for v in box], "segmentation": rle_uncompressed(mask)}
             for score, label, mask, box in zip(found["scores"], found["labels"], found["masks"], found["boxes"])
         ],
@@ -381,7 +385,7 @@ def benchmark(engine, image=None, *, warmup=5, runs=50):
     size = os.path.getsize(engine.path)
     result = {
         "model": os.path.abspath(engine.path),
-        "format": "tflite" if engine.path.lower().endswith(".tflite") else "onnx",
+        "format": engine.format,
         "quant": meta.get("quant", "unknown"),
         "input_size": list(engine.input_size),
         "image_size": [int(image.shape[1]), int(image.shape[0])],

@@ -215,10 +215,15 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true")
 
     p = add("benchmark", cmd_benchmark, "latency of an exported model with the TF-free runner")
-    p.add_argument("model", help=".tflite or .onnx file")
+    p.add_argument("model", help=".tflite or .onnx file (or .keras: the same graph in TensorFlow)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--source", default=None, help="image to time on (default: a fixed random image)")
+    p.add_argument("--data", default=None, help="COCO JSON: also report mask AP of this format on it")
+    p.add_argument("--images", default=None, help="image root of --data (default: the JSON's folder)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images of --data")
+    p.add_argument("--top-k", type=int, default=None, help=".keras only: candidate budget (default: as export)")
     p.add_argument("--json", default=None, help="write results as JSON")
     return parser
 
