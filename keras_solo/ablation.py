@@ -77,7 +77,7 @@ def plot_tables(results, path):
     plt.close(fig)
 
 
-def run_ablation(config, out_dir, *, seeds=1, overwrite=False, verbose=1):
+def run_ablation(config, out_dir, *, seeds=1, overwrite=False, verbose=None):
     """Trains and evaluates every variant x seed; returns {variant: [segm metrics]}."""
     from keras_solo import builders
     from keras_solo.evaluate import evaluate_model
@@ -103,7 +103,7 @@ def run_ablation(config, out_dir, *, seeds=1, overwrite=False, verbose=1):
                 print(f"== {title} seed {seed} -> {run_dir}", flush=True)
                 train(variant, run_dir, overwrite=overwrite, resume=True, verbose=verbose)
                 model = load_model(os.path.join(run_dir, "best.keras"))
-                metrics, _ = evaluate_model(model, val, progress=verbose > 0)
+                metrics, _ = evaluate_model(model, val, progress=verbose == 1)
                 with open(metrics_path, "w") as f:
                     json.dump(metrics, f, indent=1)
             results[key].append(metrics["segm"])

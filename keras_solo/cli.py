@@ -115,6 +115,13 @@ def cmd_export(args):
     export_command(args)
 
 
+def cmd_profile(args):
+    _quiet_tf()
+    from keras_solo.profile import profile_command
+
+    profile_command(args)
+
+
 def cmd_benchmark(args):
     from keras_solo.benchmark import benchmark_command
 
@@ -213,6 +220,18 @@ def build_parser():
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--out", default=None, help="output file")
     p.add_argument("--overwrite", action="store_true")
+
+    p = add("profile", cmd_profile, "parameters, GFLOPs, attention cost, training throughput, peak memory")
+    p.add_argument("--config", required=True, help="YAML preset")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--flops", action="store_true", help="count forward GFLOPs (TF profiler)")
+    p.add_argument("--throughput", type=int, default=0, metavar="STEPS", help="time STEPS training steps")
+    p.add_argument("--memory", action="store_true", help="peak RSS of one training step (fresh process)")
+    p.add_argument("--batch", type=int, default=2, help="batch for --memory")
+    p.add_argument("--full-masks", action="store_true",
+                   help="with --memory: compute the full S^2 mask maps (the naive path) instead of gathering")
+    p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--json", default=None, help="also write the report here")
 
     p = add("benchmark", cmd_benchmark, "latency of an exported model with the TF-free runner")
     p.add_argument("model", help=".tflite or .onnx file (or .keras: the same graph in TensorFlow)")

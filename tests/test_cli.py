@@ -8,7 +8,7 @@ import pytest
 from keras_solo.cli import build_parser, main
 
 COMMANDS = ("make-synthetic", "convert-cityscapes", "convert-yolo", "inspect-data", "config", "train",
-            "evaluate", "predict", "ablation", "export", "benchmark")
+            "evaluate", "predict", "ablation", "export", "profile", "benchmark")
 
 
 def test_help_lists_every_subcommand(capsys):

@@ -191,3 +191,15 @@ def test_mirrored_strategy_matches_single_device(tiny_data):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(result["mirrored"], result["default"], rtol=2e-3)
     assert result["default"][1] != result["default"][0]  # the first step changed the weights
+
+
+def test_full_mask_path_equals_gathered_path(tiny_batch):
+    """The benchmark-only full S^2 path gives the same positive masks."""
+    model = builders.build_model(tiny_config())
+    images, _ = tiny_batch
+    outputs = model(images)
+    cells = np.array([[0, 5, 63], [7, 8, 9], [1, 2, 3], [60, 61, 62]], np.int32)
+    gathered = keras.ops.convert_to_numpy(model.cell_mask_logits(outputs, 0, cells))
+    model.gather_positive_masks = False
+    full = keras.ops.convert_to_numpy(model.cell_mask_logits(outputs, 0, cells))
+    np.testing.assert_allclose(gathered, full, rtol=1e-4, atol=1e-4)

@@ -215,6 +215,10 @@ class SOLO(keras.Model):
                 for i, s in enumerate(self.grids)]
         self.nms_pre_per_level = split_nms_pre(self.nms_pre, self.grids, self.num_classes)
 
+        # True: masks only for the cells that need them (positives in training,
+        # candidates at inference). False (benchmarks only): full S^2 maps.
+        self.gather_positive_masks = True
+
         # Loss trackers (shown in the progress bar and the CSV log).
         self.cate_loss_tracker = keras.metrics.Mean(name="cate_loss")
         self.mask_loss_tracker = keras.metrics.Mean(name="mask_loss")
@@ -272,11 +276,29 @@ class SOLO(keras.Model):
             (B, P, Hm, Wm) logits: mask branch channel k (+ attention row k).
         """
         mask_features = outputs[f"mask_features_{level}"]
+        if not self.gather_positive_masks:
+            return self._cell_mask_logits_from_full(outputs, level, cell_index)
         logits = self.mask_kernels[level].gather_logits(mask_features, cell_index)
         if self.use_attention:
             logits = logits + self.attentions[level].gather_logits(
                 outputs[f"grid_embed_{level}"], cell_index, out_size=self.mask_sizes[level])
         return logits
+
+    def _cell_mask_logits_from_full(self, outputs, level, cell_index):
+        """The naive path: the full (B, Hm, Wm, S^2) mask map, then a gather.
+
+        Only for measuring what the gathered path saves (`keras-solo profile
+        --full-masks`); memory grows with S^2.
+        """
+        logits = self.mask_kernels[level](outputs[f"mask_features_{level}"])
+        if self.use_attention:
+            logits = logits + self.attentions[level].full_logits(
+                outputs[f"grid_embed_{level}"], self.mask_sizes[level])
+        logits = ops.transpose(logits, (0, 3, 1, 2))  # (B, S^2, Hm, Wm)
+        hm, wm = self.mask_sizes[level]
+        index = ops.cast(cell_index, "int32")[:, :, None, None]
+        index = ops.broadcast_to(index, (ops.shape(index)[0], ops.shape(index)[1], hm, wm))
+        return ops.take_along_axis(logits, index, axis=1)
 
     def build_targets(self, y):
         width, height = self.input_size
