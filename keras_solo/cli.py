@@ -226,6 +226,10 @@ def build_parser():
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--flops", action="store_true", help="count forward GFLOPs (TF profiler)")
     p.add_argument("--throughput", type=int, default=0, metavar="STEPS", help="time STEPS training steps")
+    p.add_argument("--latency", type=int, default=0, metavar="RUNS",
+                   help="Keras inference ms/image (batch 1), network vs decoding")
+    p.add_argument("--pipeline", type=int, default=0, metavar="BATCHES",
+                   help="time BATCHES batches of the tf.data training pipeline")
     p.add_argument("--memory", action="store_true", help="peak RSS of one training step (fresh process)")
     p.add_argument("--batch", type=int, default=2, help="batch for --memory")
     p.add_argument("--full-masks", action="store_true",

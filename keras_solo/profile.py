@@ -1,7 +1,8 @@
 """Model cost: parameters, GFLOPs, attention cost per level, training
 throughput and the peak memory of one training step.
 
-    keras-solo profile --config training/solo_r50_attention.yaml [--flops] [--throughput N]
+    keras-solo profile --config training/solo_r50_attention.yaml [--flops] [--latency RUNS] [--throughput STEPS]
+    keras-solo profile --config training/solo_r50_attention.yaml --pipeline BATCHES
     keras-solo profile --config training/solo_r50_attention.yaml --memory --batch 2 [--full-masks]
 
 FLOPs are counted by TensorFlow's profiler on the frozen forward graph at
@@ -98,6 +99,45 @@ def train_throughput(config, steps=10, warmup=2):
     return steps * config.train.batch_size / elapsed
 
 
+def keras_latency(model, runs=5, warmup=1):
+    """Keras inference ms per image (batch 1), split into network and decoding
+    (candidates, gathered masks, maskness, Matrix NMS), each in a tf.function."""
+    import tensorflow as tf
+
+    width, height = model.input_size
+    image = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, height, width, 3)).astype(np.float32))
+    network = tf.function(lambda x: model(x, training=False))
+    decode = tf.function(model.decode)
+    outputs = network(image)
+    for _ in range(warmup):
+        outputs = network(image)
+        decode(outputs)
+    net_times, dec_times = [], []
+    for _ in range(runs):
+        start = time.perf_counter()
+        outputs = network(image)
+        [v.numpy() for v in outputs.values()]
+        mid = time.perf_counter()
+        {k: v.numpy() for k, v in decode(outputs).items()}
+        end = time.perf_counter()
+        net_times.append(mid - start)
+        dec_times.append(end - mid)
+    return {"network_ms_p50": round(1000 * float(np.median(net_times)), 1),
+            "decode_ms_p50": round(1000 * float(np.median(dec_times)), 1), "runs": runs}
+
+
+def pipeline_throughput(config, batches=10):
+    """tf.data training pipeline images/s (decode, letterbox, augmentation, masks)."""
+    coco = builders.load_split(config, "train")
+    ds = builders.build_dataset(config, coco, training=True, repeat=True)
+    iterator = iter(ds)
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * config.train.batch_size / (time.perf_counter() - start)
+
+
 def _memory_probe(config, batch, full_masks):
     """One training step on random inputs with `batch` copies of a synthetic
     target set; returns peak RSS in MiB (run in a fresh process)."""
@@ -162,9 +202,13 @@ def profile_command(args):
             report["memory"] = {"error": tail[:300], "full_masks": args.full_masks, "batch": args.batch}
         else:
             report["memory"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    elif args.pipeline:
+        report["pipeline_images_per_s"] = round(pipeline_throughput(config, args.pipeline), 2)
     else:
         model = builders.build_model(config)
         report["params"] = parameter_table(model)
+        if args.latency:
+            report["keras_latency"] = keras_latency(model, runs=args.latency)
         if args.flops:
             report["gflops"] = round(forward_gflops(model), 2)
         report["attention"] = attention_costs(model)

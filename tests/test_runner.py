@@ -1,0 +1,221 @@
+"""export/litert_runner.py: the TF-free runner (predict, benchmark, errors),
+run in subprocesses that must never import TensorFlow or Keras, and
+`keras-solo benchmark`, which calls it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from test_export import exported, tiny_artifacts
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNNER = os.path.join(REPO, "export", "litert_runner.py")
+
+# Runs the runner as __main__ and reports, at exit, every heavy framework it imported.
+_CHECKED = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+code = 0
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as e:
+    code = e.code or 0
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras", "jax", "torch"))
+print("HEAVY_IMPORTS=" + ",".join(heavy))
+sys.exit(code)
+"""
+
+
+def run_runner(*args, cwd=None):
+    proc = subprocess.run([sys.executable, "-c", _CHECKED, RUNNER, *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)
+    heavy = [line for line in proc.stdout.splitlines() if line.startswith("HEAVY_IMPORTS=")]
+    assert heavy == ["HEAVY_IMPORTS="], f"the runner imported a framework: {heavy}\n{proc.stderr[-2000:]}"
+    return proc
+
+
+def error_lines(proc):
+    return [line for line in proc.stderr.strip().splitlines() if not line.startswith(("INFO:", "WARNING:"))]
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory):
+    return tiny_artifacts(str(tmp_path_factory.getbasetemp() / "tiny_export"))
+
+
+@pytest.fixture(scope="module")
+def runner():
+    from keras_solo.benchmark import load_runner
+
+    return load_runner()
+
+
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_predict_image_without_tensorflow(art, fmt, tmp_path):
+    model = exported(art, fmt)
+    out = tmp_path / "pred"
+    proc = run_runner("predict", model, "--source", art["image_path"], "--out", out, "--score", "0.2",
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "predicted 1 images" in proc.stdout
+    records = json.load(open(out / "detections.json"))
+    assert records[0]["source"] == "image.png"
+    instances = records[0]["instances"]
+    assert instances, "the test model detects something"
+    from pycocotools import mask as mask_utils
+
+    overlay = cv2.imread(str(out / "image.jpg"))
+    assert overlay.shape == art["image"].shape
+    for inst in instances:
+        assert inst["score"] > 0.2 and inst["class"] in art["model"].class_names
+        rle = mask_utils.frPyObjects(inst["segmentation"], *inst["segmentation"]["size"])
+        mask = mask_utils.decode(rle)
+        assert mask.shape == art["image"].shape[:2] and mask.sum() > 0
+    # the overlay differs from the image inside the masks (JPEG noise aside)
+    diff = np.abs(cv2.cvtColor(overlay, cv2.COLOR_BGR2RGB).astype(int) - art["image"].astype(int)).sum(axis=2)
+    assert diff[mask.astype(bool)].mean() > 20
+
+
+def test_predict_folder_and_video(art, tmp_path):
+    model = exported(art, "tflite")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (150, 80))
+    for i in range(3):
+        frame = cv2.cvtColor(np.roll(art["image"], 10 * i, axis=1), cv2.COLOR_RGB2BGR)
+        writer.write(frame)
+        cv2.imwrite(str(frames / f"f{i}.png"), frame)
+    writer.release()
+    proc = run_runner("predict", model, "--source", frames, "--out", tmp_path / "dir")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(tmp_path / "dir")) == ["detections.json", "f0.jpg", "f1.jpg", "f2.jpg"]
+    proc = run_runner("predict", model, "--source", video, "--out", tmp_path / "vid")
+    assert proc.returncode == 0, proc.stderr
+    assert "predicted 3 frames" in proc.stdout
+    capture = cv2.VideoCapture(str(tmp_path / "vid" / "clip_pred.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    capture.release()
+    assert len(json.load(open(tmp_path / "vid" / "detections.json"))) == 3
+    proc = run_runner("predict", model, "--source", video, "--out", tmp_path / "vid")  # not empty
+    assert proc.returncode == 2 and "already holds files" in error_lines(proc)[-1]
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_benchmark_reports_latency_rss_size_without_tensorflow(art, fmt, tmp_path):
+    model = exported(art, fmt)
+    out = tmp_path / "bench.json"
+    proc = run_runner("benchmark", model, "--threads", "1", "--warmup", "1", "--runs", "5",
+                      "--source", art["image_path"], "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    result = json.load(open(out))
+    lat = result["latency_ms"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
+    for part in ("preprocess_ms", "network_ms", "decode_ms"):
+        assert 0 < result[part]["p50"] <= lat["p99"]
+    assert result["network_ms"]["min"] + result["decode_ms"]["min"] <= lat["p99"]
+    assert result["fps"] == pytest.approx(1000.0 / lat["mean"], rel=0.01)
+    assert result["model_size_mb"] == pytest.approx(os.path.getsize(model) / 2**20, abs=1e-3)
+    assert 20 < result["peak_rss_mb"] < 2000
+    assert result["format"] == fmt and result["threads"] == 1 and result["runs"] == 5
+    assert result["image_size"] == [150, 80] and result["input_size"] == [128, 64]
+    assert result["gflops"] > 0 and result["achieved_gflops_per_s"] > 0
+    assert "p50" in proc.stdout and "FPS" in proc.stdout
+
+
+def test_bad_model_files_are_one_line_errors(art, tmp_path):
+    model = exported(art, "tflite")
+    cases = {}
+    cases["missing"] = (tmp_path / "missing.tflite", "no such model file")
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"PK\x03\x04 this is a zip, not a flatbuffer" * 10)
+    cases["garbage"] = (garbage, "not a TFLite flatbuffer")
+    wrong = tmp_path / "wrong.tflite"
+    wrong.write_bytes(open(model, "rb").read())
+    meta = json.load(open(model + ".json"))
+    meta["input_size"] = [96, 64]
+    json.dump(meta, open(str(wrong) + ".json", "w"))
+    cases["wrong size"] = (wrong, "input is 128x64 (WxH) but its metadata wrong.tflite.json says 96x64")
+    bad_onnx = tmp_path / "bad.onnx"
+    bad_onnx.write_bytes(b"\x00\x01garbage")
+    cases["bad onnx"] = (bad_onnx, "not a loadable ONNX model")
+    cases["suffix"] = (tmp_path / "model.keras", "expected a .tflite or .onnx file")
+    (tmp_path / "model.keras").write_bytes(b"x")
+    for name, (path, message) in cases.items():
+        proc = run_runner("benchmark", path, "--runs", "1")
+        lines = error_lines(proc)
+        assert proc.returncode == 2, name
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path}") and message in lines[0], (name, lines)
+
+
+def test_non_solo_tflite_and_missing_sidecar(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((32, 32, 3), batch_size=1)
+    data = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, keras.layers.Conv2D(2, 1)(inputs))).convert()
+    other = tmp_path / "other.tflite"
+    other.write_bytes(data)
+    proc = run_runner("benchmark", other, "--runs", "1")
+    lines = error_lines(proc)
+    assert proc.returncode == 2 and "not a keras-solo export" in lines[-1]
+    assert any("not found; input 32x32 from the model" in line for line in lines)  # the sidecar warning
+    gray = tmp_path / "gray.tflite"
+    gray_in = keras.Input((32, 32, 1), batch_size=1)
+    gray.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras.Model(gray_in, gray_in * 2)).convert())
+    proc = run_runner("benchmark", gray, "--runs", "1")
+    assert proc.returncode == 2 and "expected a (1, H, W, 3) float32 image" in error_lines(proc)[-1]
+
+
+def test_runner_engine_matches_keras_detections_in_original_pixels(art, runner):
+    """Runner detections (TFLite) == the Keras export graph's, after undoing the letterbox."""
+    from keras_solo import detections
+    from keras_solo.benchmark import keras_engine
+
+    engine = runner.Engine(exported(art, "tflite"), threads=1)
+    found, timing = engine(art["image"], min_score=0.2)
+    reference, _ = keras_engine(art["model_path"], threads=1, top_k=30)(art["image"], min_score=0.2)
+    assert set(timing) == {"preprocess", "network", "decode", "total"}
+    assert found["masks"].shape[1:] == art["image"].shape[:2]
+    np.testing.assert_array_equal(found["labels"], reference["labels"])
+    np.testing.assert_allclose(found["scores"], reference["scores"], atol=1e-3)
+    for a, b in zip(found["masks"], reference["masks"]):
+        assert np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum()) > 0.99
+    np.testing.assert_allclose(found["boxes"], detections.boxes_xywh(found["masks"]))
+
+
+def test_rle_and_percentiles_known_answers(runner):
+    from pycocotools import mask as mask_utils
+
+    mask = np.zeros((4, 3), bool)
+    mask[1:3, 1] = True
+    mask[3, 2] = True
+    rle = runner.rle_uncompressed(mask)
+    assert rle == {"size": [4, 3], "counts": [5, 2, 4, 1]}  # column-major
+    np.testing.assert_array_equal(mask_utils.decode(mask_utils.frPyObjects(rle, 4, 3)), mask)
+    assert runner.rle_uncompressed(np.ones((2, 2), bool))["counts"] == [0, 4]
+    stats = runner.percentiles_ms([0.001, 0.002, 0.003, 0.004, 0.010])
+    assert stats["min"] == 1.0 and stats["p50"] == 3.0 and stats["mean"] == 4.0
+    assert stats["p90"] == pytest.approx(7.6) and stats["p99"] == pytest.approx(9.76)
+
+
+def test_keras_solo_benchmark_calls_the_runner(art, tmp_path, capsys):
+    from keras_solo.cli import main
+
+    out = tmp_path / "bench.json"
+    code = main(["benchmark", exported(art, "onnx"), "--threads", "1", "--warmup", "0", "--runs", "3",
+                 "--data", os.path.join(art["data"], "instances_val.json"), "--json", str(out)])
+    assert code == 0
+    result = json.load(open(out))
+    assert result["format"] == "onnx" and result["runs"] == 3 and result["latency_ms"]["p50"] > 0
+    assert result["eval"]["num_images"] == 4 and "AP" in result["eval"]["segm"]
+    printed = capsys.readouterr().out
+    assert "latency ms" in printed and "mask AP" in printed
+    assert main(["benchmark", str(tmp_path / "nope.tflite")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope.tflite'}: no such model file"
