@@ -355,7 +355,20 @@ def percentiles_ms(values):
 
 
 def peak_rss_mb():
-    """Peak resident set size of this process (Linux reports KiB, macOS bytes)."""
+    """Peak resident set size of this process, MiB.
+
+    Linux: VmHWM of /proc/self/status (the high-water mark of this process's
+    own memory; `ru_maxrss` would report the parent's peak when the parent
+    was larger, because Linux carries it over fork + exec). Elsewhere
+    `ru_maxrss` (macOS reports bytes, others KiB).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
