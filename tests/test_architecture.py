@@ -1,0 +1,89 @@
+"""The one-way data flow of docs/DESIGN.md, held in place with `ast`.
+
+config -> data -> model parts -> targets/losses/postprocess -> SOLO model
+-> train/evaluate/predict -> ablation/export -> cli. A module may import
+modules of its own rank or lower, never higher (lazy imports included).
+"""
+
+import ast
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "keras_solo")
+
+RANKS = [
+    ("keras_solo.errors",),
+    ("keras_solo.config",),
+    ("keras_solo.data",),
+    ("keras_solo.model.layers", "keras_solo.model.pth"),
+    ("keras_solo.model.backbone", "keras_solo.model.efficientnet_lite", "keras_solo.model.fpn",
+     "keras_solo.model.heads", "keras_solo.model.attention", "keras_solo.model"),
+    ("keras_solo.targets", "keras_solo.losses", "keras_solo.postprocess", "keras_solo.detections"),
+    ("keras_solo.model.solo",),
+    ("keras_solo.builders", "keras_solo.train", "keras_solo.evaluate", "keras_solo.predict",
+     "keras_solo.profile"),
+    ("keras_solo.ablation", "keras_solo.export", "keras_solo.benchmark"),
+    ("keras_solo.cli",),
+]
+
+
+def rank_of(module):
+    best = None
+    for rank, prefixes in enumerate(RANKS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[1]:
+                    best = (rank, len(prefix))
+    return None if best is None else best[0]
+
+
+def modules():
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+                yield (rel[: -len(".__init__")] if rel.endswith(".__init__") else rel), path
+
+
+def imported(path):
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("keras_solo"):
+            yield node.module
+            for alias in node.names:
+                yield f"{node.module}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("keras_solo"):
+                    yield alias.name
+
+
+ALL = sorted(modules())
+
+
+def test_every_module_has_a_rank():
+    missing = [m for m, _ in ALL if m != "keras_solo" and rank_of(m) is None]
+    assert not missing, f"add these modules to RANKS: {missing}"
+
+
+@pytest.mark.parametrize("module,path", ALL, ids=[m for m, _ in ALL])
+def test_imports_only_from_the_left(module, path):
+    own = rank_of(module)
+    if own is None:
+        return
+    for target in imported(path):
+        other = rank_of(target)
+        if other is not None:
+            assert other <= own, f"{module} (rank {own}) imports {target} (rank {other})"
+
+
+def test_data_and_detections_do_not_need_tensorflow():
+    """coco/transforms/synthetic/convert/inspect and detections are numpy/cv2 only."""
+    for module, path in ALL:
+        if module.startswith("keras_solo.data.") and not module.endswith("pipeline") or \
+                module == "keras_solo.detections":
+            text = open(path, encoding="utf-8").read()
+            assert "import tensorflow" not in text and "import keras" not in text, module
