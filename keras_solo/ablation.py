@@ -101,7 +101,8 @@ def run_ablation(config, out_dir, *, seeds=1, overwrite=False, verbose=None):
                     metrics = json.load(f)
             else:
                 print(f"== {title} seed {seed} -> {run_dir}", flush=True)
-                train(variant, run_dir, overwrite=overwrite, resume=True, verbose=verbose)
+                if overwrite or not os.path.exists(os.path.join(run_dir, "DONE")):
+                    train(variant, run_dir, overwrite=overwrite, resume=True, verbose=verbose)
                 model = load_model(os.path.join(run_dir, "best.keras"))
                 metrics, _ = evaluate_model(model, val, progress=verbose == 1)
                 with open(metrics_path, "w") as f:
