@@ -30,7 +30,6 @@ __all__ = [
     "resize_masks",
 ]
 
-_CV_MAX_CHANNELS = 512  # cv2.resize handles at most CV_CN_MAX channels at once
 
 
 def letterbox(image, masks, size, scale_jitter=1.0, offset=(0.0, 0.0)):
@@ -110,16 +109,14 @@ def resize_masks(masks, size, interpolation=cv2.INTER_LINEAR):
     out_w, out_h = int(size[0]), int(size[1])
     if len(masks) == 0:
         return np.zeros((0, out_h, out_w), np.uint8)
-    channels_last = np.ascontiguousarray(np.moveaxis(masks, 0, -1)) * np.uint8(255)
-    chunks = []
-    # OpenCV's INTER_AREA with a non-integer scale accepts at most 4 channels.
-    step = 4 if interpolation == cv2.INTER_AREA else _CV_MAX_CHANNELS
-    for start in range(0, channels_last.shape[-1], step):
-        chunk = channels_last[..., start : start + step]
-        chunk = cv2.resize(chunk, (out_w, out_h), interpolation=interpolation)
-        chunks.append(chunk.reshape(out_h, out_w, -1))  # cv2 drops a single channel axis
-    resized = np.concatenate(chunks, axis=-1)
-    return np.ascontiguousarray(np.moveaxis(resized >= 128, -1, 0), dtype=np.uint8)
+    # One contiguous single-channel resize per mask: the same OpenCV kernel as
+    # the image's channels, without transposing an (h, w, N) stack (which
+    # dominated the pipeline's time at 1344x672).
+    out = np.empty((len(masks), out_h, out_w), np.uint8)
+    for n, mask in enumerate(masks):
+        scaled = np.ascontiguousarray(mask, dtype=np.uint8) * np.uint8(255)
+        out[n] = cv2.resize(scaled, (out_w, out_h), interpolation=interpolation) >= 128
+    return out
 
 
 def hflip(image, masks):
@@ -217,8 +214,15 @@ def downsample_masks(masks, stride):
         raise ValueError(f"mask size {width}x{height} is not a multiple of stride {stride}")
     if stride == 1:
         return np.ascontiguousarray(masks, dtype=np.uint8)
-    cells = masks.reshape(count, height // stride, stride, width // stride, stride)
-    on_pixels = cells.sum(axis=(2, 4), dtype=np.int32)
+    # Block sums by strided adds (exact, vectorised; much faster than a sum
+    # over a 5-D reshaped view).
+    masks = np.asarray(masks, dtype=np.uint8)
+    cols = masks[:, :, 0::stride].astype(np.uint16)
+    for offset in range(1, stride):
+        cols += masks[:, :, offset::stride]
+    on_pixels = cols[:, 0::stride].copy()
+    for offset in range(1, stride):
+        on_pixels += cols[:, offset::stride]
     small = on_pixels * 2 >= stride * stride
     vanished = ~small.any(axis=(1, 2)) & (on_pixels.any(axis=(1, 2)))
     small[vanished] = on_pixels[vanished] > 0
