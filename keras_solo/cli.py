@@ -6,6 +6,7 @@ traceback instead.
 """
 
 import argparse
+import gc
 import os
 import sys
 
@@ -213,11 +214,14 @@ def build_parser():
     p = add("export", cmd_export, "export to TFLite / ONNX / SavedModel with top-K outputs")
     p.add_argument("--model", required=True, help=".keras model")
     p.add_argument("--format", required=True, choices=("tflite", "onnx", "saved_model"))
-    p.add_argument("--quant", default="fp32", choices=("fp32", "fp16", "int8-dynamic", "int8"))
+    p.add_argument("--quant", default=None, choices=("fp32", "fp16", "int8-dynamic", "int8"),
+                   help="tflite precision (default: export.quant of the run's config.yaml, else fp32)")
     p.add_argument("--imgsz", type=_size, default=None, help="input WxH (default: the model's)")
-    p.add_argument("--calib-data", default=None, help="COCO JSON for int8 calibration")
-    p.add_argument("--calib-images", type=int, default=100)
-    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--calib-data", default=None,
+                   help="COCO JSON for int8 calibration (default: data.train_json of the run's config.yaml)")
+    p.add_argument("--calib-images", type=int, default=None, help="int8 calibration images (default: 100)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="candidate cells over all levels (default: export.top_k of the run's config.yaml, else 100)")
     p.add_argument("--out", default=None, help="output file")
     p.add_argument("--overwrite", action="store_true")
 
@@ -243,6 +247,7 @@ def build_parser():
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--source", default=None, help="image to time on (default: a fixed random image)")
+    p.add_argument("--score", type=float, default=0.3, help="decode detections above this score (as predict)")
     p.add_argument("--data", default=None, help="COCO JSON: also report mask AP of this format on it")
     p.add_argument("--images", default=None, help="image root of --data (default: the JSON's folder)")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images of --data")
@@ -263,11 +268,14 @@ def main(argv=None):
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        code = e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+        code = 130
+    else:
+        code = 0
+    gc.collect()  # free tf.data iterators before interpreter shutdown (docs/ERRORS.md)
+    return code
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ Locations", ECCV 2020, arXiv:1912.04488, and its public code / mmdetection's
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 
@@ -255,6 +257,14 @@ def _suggest(name, choices):
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _short(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _type_name(tp):
     origin = typing.get_origin(tp)
     if origin is tuple:
@@ -271,7 +281,7 @@ def _coerce(value, tp, key):
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise _FieldError(key, f"expected {_type_name(tp)}, got {value!r}")
+            raise _FieldError(key, f"expected {_type_name(tp)}, got {_short(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
@@ -280,21 +290,29 @@ def _coerce(value, tp, key):
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise _FieldError(key, f"expected true/false, got {value!r}")
+        raise _FieldError(key, f"expected true/false, got {_short(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise _FieldError(key, f"expected an integer, got {value!r}")
+        raise _FieldError(key, f"expected an integer, got {_short(value)}")
     if tp is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _FieldError(key, f"expected a number, got {value!r}")
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond float range
+                number = math.inf
+            if not math.isfinite(number):
+                raise _FieldError(key, f"expected a finite number, got {_short(value)}")
+            return number
+        raise _FieldError(key, f"expected a number, got {_short(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
         if value is None:
             return ""
-        raise _FieldError(key, f"expected a string, got {value!r}")
+        raise _FieldError(key, f"expected a string, got {_short(value)}")
     raise _FieldError(key, f"unsupported type {tp}")
 
 
@@ -342,6 +360,8 @@ def parse_override(text):
         raise SoloError(f"--set {text!r}: bad key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.constructor.ConstructorError:
+        raise SoloError(f"--set {text!r}: value is not valid YAML: refused a tag (only plain YAML is read)") from None
     except yaml.YAMLError as e:
         raise SoloError(f"--set {text!r}: value is not valid YAML ({type(e).__name__})") from None
     return key, value
@@ -367,11 +387,20 @@ def read_yaml(path):
         raise SoloError(f"{path}: no such config file")
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = yaml.safe_load(f)  # never yaml.load: a tag must not build Python objects
+    except yaml.constructor.ConstructorError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        tag = re.search(r"tag '([^']*)'", str(e.problem))
+        what = f"the tag {tag.group(1)}" if tag else "a YAML construct"
+        raise SoloError(f"{path}: not valid YAML{at}: refused {what} (only plain YAML is read, with yaml.safe_load)"
+                        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise SoloError(f"{path}: not valid YAML{at}") from None
+    except RecursionError:
+        raise SoloError(f"{path}: not a config (YAML nested too deeply)") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SoloError(f"{path}: cannot read ({e.__class__.__name__})") from None
     if data is None:
@@ -422,9 +451,15 @@ def save_config(config, path):
     """Writes the resolved config next to a checkpoint/export (atomically)."""
     path = os.fspath(path)
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.safe_dump(config_to_dict(config), f, sort_keys=False)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            yaml.safe_dump(config_to_dict(config), f, sort_keys=False)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        kept = "the previous file is intact" if os.path.exists(path) else "no previous file"
+        raise SoloError(f"{path}: could not write config ({e.strerror or e}); {kept}") from None
 
 
 def replace(config, **sections):

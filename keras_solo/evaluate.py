@@ -141,7 +141,7 @@ def run_inference(model, coco_dataset, *, limit=0, batch_size=1, progress=True, 
     with warnings.catch_warnings():  # instance slots are unused here: only images and image_info
         warnings.simplefilter("ignore")
         dataset = build_dataset(coco_dataset, image_size=(width, height), max_instances=1, mask_stride=8,
-                                batch_size=batch_size, training=False, shuffle=False)
+                                batch_size=batch_size, training=False, shuffle=False, check_images=True)
     total = len(coco_dataset.records)
     if limit:
         total = min(total, limit)
@@ -178,9 +178,16 @@ def run_inference(model, coco_dataset, *, limit=0, batch_size=1, progress=True, 
 
 
 def evaluate_model(model, coco_dataset, *, limit=0, progress=True):
-    """COCO metrics of a model on a dataset; returns (metrics, results)."""
+    """COCO metrics of a model on a dataset; returns (metrics, results).
+
+    Raises:
+        SoloError: a bad image file (one line naming it).
+    """
+    from keras_solo.data.pipeline import call_with_data_errors
+
     evaluator = COCOEvaluator(coco_dataset)
-    timing = run_inference(model, coco_dataset, limit=limit, progress=progress, on_image=evaluator.process)
+    timing = call_with_data_errors(run_inference, model, coco_dataset, limit=limit, progress=progress,
+                                   on_image=evaluator.process)
     metrics = evaluator.evaluate()
     n = max(1, timing["images"])
     metrics["timing_ms_per_image"] = {
@@ -222,16 +229,19 @@ def apply_eval_overrides(model, overrides):
 
 
 def evaluate_command(args):
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "eval")
+    metrics_path = os.path.join(out, "metrics.json")
+    if not args.overwrite:  # before TensorFlow and the model load
+        held = [n for n in ("metrics.json", "detections.json") if os.path.exists(os.path.join(out, n))]
+        if held:
+            raise SoloError(f"{out}: already holds {' and '.join(held)}; use --overwrite or another --out")
+
     from keras_solo.data.coco import load_coco
     from keras_solo.model.solo import load_model
 
     model = load_model(args.model)
     apply_eval_overrides(model, getattr(args, "set", ()))
     coco = load_coco(args.data, args.images, class_names=model.class_names)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "eval")
-    metrics_path = os.path.join(out, "metrics.json")
-    if os.path.exists(metrics_path) and not args.overwrite:
-        raise SoloError(f"{out}: already holds metrics.json; use --overwrite or another --out")
     os.makedirs(out, exist_ok=True)
     metrics, results = evaluate_model(model, coco, limit=args.limit)
     metrics.update({"model": os.path.abspath(args.model), "data": os.path.abspath(args.data)})

@@ -51,6 +51,11 @@ def list_sources(source):
         return "images", paths
     lower = source.lower()
     if lower.endswith(det.VIDEO_EXTENSIONS):
+        capture = cv2.VideoCapture(source)  # fail before the slow model load
+        ok = capture.isOpened() and capture.read()[0]
+        capture.release()
+        if not ok:
+            raise SoloError(f"{source}: cannot open video (unreadable or unsupported codec)")
         return "video", source
     if lower.endswith(det.IMAGE_EXTENSIONS):
         return "images", [source]
@@ -77,10 +82,27 @@ def detections_json(name, detections, class_names):
     }
 
 
-def prepare_out_dir(out, overwrite):
+def prepare_out_dir(out, overwrite, sources=()):
+    """Refuses a folder holding files (unless `overwrite`) or one where an
+    output would replace an input image; then creates it."""
+    if os.path.isfile(out):
+        raise SoloError(f"{out}: is a file; --out must be a folder")
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise SoloError(f"{out}: already holds files; use --overwrite or another --out")
+    outputs = {os.path.realpath(p) for p in output_paths(out, sources)}
+    clash = [p for p in sources if os.path.realpath(p) in outputs]
+    if clash:
+        raise SoloError(f"{out}: writing here would replace the input {clash[0]}; use another --out")
     os.makedirs(out, exist_ok=True)
+
+
+def output_paths(out, sources):
+    """The files `predict` writes into `out` for these sources."""
+    paths = [os.path.join(out, "detections.json")]
+    for path in sources:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        paths += [os.path.join(out, f"{stem}.jpg"), os.path.join(out, f"{stem}_pred.mp4")]
+    return paths
 
 
 def predict_images(predict, paths, out, class_names, *, score_thr=0.3, limit=0, progress=True):
@@ -135,11 +157,13 @@ def predict_video(predict, path, out, class_names, *, score_thr=0.3, limit=0, pr
 
 
 def predict_command(args):
+    kind, sources = list_sources(args.source)
+    inputs = sources if kind == "images" else [sources]
+    prepare_out_dir(args.out, args.overwrite, inputs)  # before TensorFlow and the model load
+
     from keras_solo.model.solo import load_model
 
-    kind, sources = list_sources(args.source)
     model = load_model(args.model)
-    prepare_out_dir(args.out, args.overwrite)
     predict = Predictor(model)
     if kind == "images":
         records = predict_images(predict, sources, args.out, model.class_names, score_thr=args.score,

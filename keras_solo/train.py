@@ -128,7 +128,8 @@ class CheckpointCallback(keras.callbacks.Callback):
         super().__init__()
         self.out_dir, self.monitor, self.mode, self.every = out_dir, monitor, mode, every
         self.best = None
-        self.last_good = None
+        last = os.path.join(out_dir, "last.keras")  # a resumed run's earlier checkpoint
+        self.last_good = last if os.path.exists(last) else None
         self._best_file = os.path.join(out_dir, "best_metric.txt")
         if os.path.exists(self._best_file):
             try:
@@ -199,7 +200,33 @@ class NaNGuard(keras.callbacks.Callback):
             last = self.checkpoint_callback.last_good or "none written yet"
             self.message = (f"training diverged: loss is {loss} at epoch {self.epoch + 1} step {batch + 1}; "
                             f"last good checkpoint: {last}")
+            best = os.path.join(self.checkpoint_callback.out_dir, "best.keras")
+            if os.path.exists(best) and best != last:
+                self.message += f" (best: {best})"
             self.model.stop_training = True
+
+
+class ResumableBackup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore whose restore never ends in a traceback (a kill during
+    Keras' in-place write leaves latest.weights.h5 / training_metadata.json
+    truncated): falls back to the previous copy, else one-line error."""
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+            return
+        except (OSError, ValueError, KeyError) as error:
+            problem = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:120]}"
+        if os.path.exists(self._prev_weights_path) and os.path.exists(self._prev_training_metadata_path):
+            try:
+                shutil.copyfile(self._prev_weights_path, self._weights_path)
+                shutil.copyfile(self._prev_training_metadata_path, self._training_metadata_path)
+                self._load_model()
+                return
+            except (OSError, ValueError, KeyError):
+                pass
+        raise SoloError(f"{self.backup_dir}: cannot resume from this backup ({problem}); "
+                        "delete the folder to restart the run from epoch 1, or use --overwrite")
 
 
 def plot_losses(csv_path, png_path):
@@ -292,7 +319,7 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
     nan_guard = NaNGuard(checkpoint)
     csv_path = os.path.join(out_dir, "log.csv")
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup"), double_checkpoint=True),
+        ResumableBackup(os.path.join(out_dir, "backup"), double_checkpoint=True),
         nan_guard,
         *([EvalCallback(val_coco, every=config.train.eval_every)] if evaluating else []),
         checkpoint,
@@ -304,8 +331,10 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train_ds = train_ds.with_options(options)
-    history = model.fit(train_ds, epochs=config.train.epochs, steps_per_epoch=steps,
-                        validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+    from keras_solo.data.pipeline import call_with_data_errors
+
+    history = call_with_data_errors(model.fit, train_ds, epochs=config.train.epochs, steps_per_epoch=steps,
+                                    validation_data=val_ds, callbacks=callbacks, verbose=verbose)
     if nan_guard.message:
         raise SoloError(nan_guard.message)
     if os.path.exists(csv_path):

@@ -58,12 +58,14 @@ __all__ = [
     "CocoDataset",
     "ImageRecord",
     "ann_to_mask",
+    "check_image_files",
     "decode_instances",
     "load_coco",
     "read_image",
 ]
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")
+_MAX_SIDE = 1 << 20  # OpenCV reads no image wider or taller (CV_IO_MAX_IMAGE_WIDTH)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +254,133 @@ def read_image(path, *, context=None):
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Signatures of other formats OpenCV reads; their size is not checked here.
+_OTHER_SIGNATURES = (
+    b"BM",  # BMP
+    b"RIFF",  # WebP
+    b"II*\x00",  # TIFF little-endian
+    b"MM\x00*",  # TIFF big-endian
+    b"\x00\x00\x00\x0cjP  ",  # JPEG 2000
+    b"GIF8",
+    b"v/1\x01",  # OpenEXR
+    b"#?RADIANCE",
+    b"#?RGBE",
+)
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_TAIL_BYTES = 1024
+
+
+def check_image_files(dataset):
+    """Checks every image file of a dataset up front, cheaply (no decoding).
+
+    Reads the first and the last bytes of each file, so a bad file fails
+    before training starts instead of inside the ``tf.data`` pipeline hours
+    later. Checked: the file exists and is not empty; PNG and JPEG: the
+    signature, the stored size against the JSON's ``width`` / ``height``, and
+    the end marker (PNG ``IEND`` chunk, JPEG end-of-image) that a truncated
+    copy lacks; BMP / WebP / TIFF / JPEG 2000 / GIF / EXR / HDR: the
+    signature only; any other file is decoded once with OpenCV. Pixel data
+    damaged in the middle of a complete file is found only when the pipeline
+    decodes it (:func:`read_image`).
+
+    Args:
+        dataset: a :class:`CocoDataset`.
+
+    Raises:
+        SoloError: naming the JSON file, image id and image file of the first
+            bad file, and how many other files are bad.
+    """
+    problems = []
+    for record in dataset.records:
+        problem = _image_file_problem(record)
+        if problem:
+            problems.append(where(dataset.json_path, f"image {record.image_id}", f"{record.path}: {problem}"))
+    if problems:
+        more = f"; {len(problems) - 1} more bad image file(s)" if len(problems) > 1 else ""
+        raise SoloError(problems[0] + more)
+
+
+def _image_file_problem(record):
+    """What is wrong with one image file (a short phrase), or None."""
+    try:
+        with open(record.path, "rb") as stream:
+            head = stream.read(64)
+            size = os.fstat(stream.fileno()).st_size
+            if not size:
+                return "empty file"
+            if head.startswith(_PNG_SIGNATURE):
+                stored = _png_size(head)
+                stream.seek(max(0, size - _TAIL_BYTES))
+                if b"IEND" not in stream.read():
+                    return "truncated PNG (no IEND chunk at the end)"
+                kind = "PNG"
+            elif head.startswith(b"\xff\xd8\xff"):
+                stored = _jpeg_size(stream)
+                stream.seek(max(0, size - _TAIL_BYTES))
+                if b"\xff\xd9" not in stream.read():
+                    return "truncated JPEG (no end-of-image marker at the end)"
+                kind = "JPEG"
+            elif head.startswith(_OTHER_SIGNATURES):
+                return None
+            else:
+                stream.seek(0)
+                data = np.frombuffer(stream.read(), np.uint8)
+                if cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) is None:
+                    return "not a readable image (unknown format)"
+                return None
+    except FileNotFoundError:
+        return "image file not found"
+    except OSError as error:
+        return f"cannot read image file ({error.strerror or error})"
+    if stored is None:
+        return f"not a readable {kind} (no size in its header)"
+    width, height = stored
+    if (width, height) != (record.width, record.height):
+        hint = " (rotated? EXIF orientation is not applied)" if (width, height) == (record.height, record.width) else ""
+        return (f"stored as {width}x{height} but the JSON says {record.width}x{record.height} "
+                f"(width x height){hint}")
+    return None
+
+
+def _png_size(head):
+    """(width, height) from a PNG's IHDR chunk, or None."""
+    if len(head) < 24 or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def _jpeg_size(stream):
+    """(width, height) from a JPEG's start-of-frame segment, or None."""
+    stream.seek(2)
+    for _ in range(10000):
+        byte = stream.read(1)
+        if byte != b"\xff":
+            return None
+        while byte == b"\xff":  # a marker, after optional fill bytes
+            byte = stream.read(1)
+        if not byte:
+            return None
+        marker = byte[0]
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan: no frame header before it
+            return None
+        length = stream.read(2)
+        if len(length) < 2:
+            return None
+        length = int.from_bytes(length, "big")
+        if marker in _JPEG_SOF:
+            frame = stream.read(5)
+            if len(frame) < 5:
+                return None
+            return int.from_bytes(frame[3:5], "big"), int.from_bytes(frame[1:3], "big")
+        if length < 2:
+            return None
+        stream.seek(length - 2, os.SEEK_CUR)
+    return None
+
+
 def decode_instances(dataset, record):
     """Reads one image and rasterises its annotations.
 
@@ -352,6 +481,8 @@ def _read_json(json_path):
         ) from None
     except UnicodeDecodeError:
         raise SoloError(where(json_path, "not valid JSON (not UTF-8 text)")) from None
+    except RecursionError:
+        raise SoloError(where(json_path, "not a COCO file (JSON nested too deeply)")) from None
     except OSError as error:
         raise SoloError(where(json_path, f"cannot read ({error.strerror or error})")) from None
     if not isinstance(data, dict):
@@ -369,20 +500,26 @@ def _read_json(json_path):
     return data
 
 
-def _as_int(value, what, context, *, minimum=None):
+def _as_int(value, what, context, *, minimum=None, maximum=None):
     """Returns ``value`` as an int if it is an integral number, else raises."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
-        raise SoloError(where(context, f"'{what}' must be an integer, got {value!r}"))
+    integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not integral:
+        raise SoloError(where(context, f"'{what}' must be an integer, got {_short(value)}"))
     value = int(value)
     if minimum is not None and value < minimum:
-        raise SoloError(where(context, f"'{what}' must be >= {minimum}, got {value}"))
+        raise SoloError(where(context, f"'{what}' must be >= {minimum}, got {_short(value)}"))
+    if maximum is not None and value > maximum:
+        raise SoloError(where(context, f"'{what}' must be <= {maximum}, got {_short(value)}"))
     return value
 
 
 def _as_number(value, what, context):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SoloError(where(context, f"'{what}' must be a number, got {value!r}"))
-    return float(value)
+        raise SoloError(where(context, f"'{what}' must be a number, got {_short(value)}"))
+    try:
+        return float(value)
+    except OverflowError:  # an integer literal beyond float range
+        raise SoloError(where(context, f"'{what}' is out of range, got {_short(value)}")) from None
 
 
 def _check_entry(entry, kind, index, json_path, required):
@@ -410,14 +547,16 @@ def _parse_images(json_path, image_root, entries):
         if not isinstance(file_name, str) or not file_name:
             raise SoloError(where(context, f"'file_name' must be a non-empty string, got {file_name!r}"))
         path = _safe_join(image_root, file_name, context)
-        width = _as_int(entry["width"], "width", context, minimum=1)
-        height = _as_int(entry["height"], "height", context, minimum=1)
+        width = _as_int(entry["width"], "width", context, minimum=1, maximum=_MAX_SIDE)
+        height = _as_int(entry["height"], "height", context, minimum=1, maximum=_MAX_SIDE)
         images[image_id] = (file_name, path, width, height)
     return images
 
 
 def _safe_join(image_root, file_name, context):
     """Joins ``image_root / file_name``, refusing names that leave the root."""
+    if "\0" in file_name:
+        raise SoloError(where(context, f"file_name {_short(file_name)} contains a NUL character"))
     for flavour in (posixpath, ntpath):
         normal = flavour.normpath(file_name)
         parts = normal.replace("\\", "/").split("/")
@@ -643,6 +782,8 @@ def _compressed_rle_length(counts, context):
                 more = char & 0x20
                 position += 1
                 shift += 5
+                if shift > 64:  # pycocotools reads run lengths into a 64-bit long
+                    raise ValueError
                 if not more and char & 0x10:
                     value |= -1 << shift
             if len(runs) > 2:

@@ -27,6 +27,7 @@ To time the pipeline, iterate the dataset (``for batch in ds.take(n)``) or
 call :func:`load_example` directly for the per-image numpy cost.
 """
 
+import gc
 import math
 import re
 import warnings
@@ -35,10 +36,11 @@ import numpy as np
 import tensorflow as tf
 
 from keras_solo.data import transforms
-from keras_solo.data.coco import decode_instances
-from keras_solo.errors import SoloError
+from keras_solo.data.coco import check_image_files, decode_instances
+from keras_solo.errors import SoloError, where
 
-__all__ = ["as_solo_error", "build_dataset", "load_example", "steps_per_epoch"]
+__all__ = ["as_solo_error", "build_dataset", "call_with_data_errors", "load_example", "release_pipelines",
+           "steps_per_epoch"]
 
 
 def load_example(
@@ -162,6 +164,7 @@ def build_dataset(
     repeat=False,
     drop_remainder=None,
     num_parallel_calls=tf.data.AUTOTUNE,
+    check_images=None,
 ):
     """Builds the ``tf.data`` input pipeline.
 
@@ -189,6 +192,10 @@ def build_dataset(
             dimension). Defaults to None (= ``training``).
         num_parallel_calls: parallel element loads. Defaults to
             ``tf.data.AUTOTUNE``.
+        check_images: check every image file up front
+            (:func:`keras_solo.data.coco.check_image_files`: exists, not
+            truncated, size as in the JSON) so a bad file fails here and not
+            inside ``model.fit``. Defaults to None (= ``training``).
 
     Returns:
         A ``tf.data.Dataset`` of ``(images, targets)`` as in the module
@@ -197,14 +204,19 @@ def build_dataset(
 
     Raises:
         SoloError: an argument value is invalid (e.g. ``image_size`` not a
-            multiple of ``size_divisor``) or the dataset has no images. An
-            image that cannot be read surfaces while iterating, as a
+            multiple of ``size_divisor``) or the dataset has no images;
+            with ``check_images``, the first bad image file. An image that
+            cannot be decoded surfaces while iterating, as a
             ``tf.errors.OpError`` that :func:`as_solo_error` turns back into
-            the one-line :class:`SoloError`.
+            the one-line :class:`SoloError` naming the file (any exception
+            inside the element loader is re-raised as a SoloError first).
     """
     width, height = _check_args(
         dataset, image_size, size_divisor, max_instances, mask_stride, batch_size, scale_jitter, seed
     )
+    check_images = training if check_images is None else bool(check_images)
+    if check_images:
+        check_image_files(dataset)
     shuffle = training if shuffle is None else bool(shuffle)
     drop_remainder = training if drop_remainder is None else bool(drop_remainder)
     _warn_if_truncated(dataset, max_instances)
@@ -223,7 +235,17 @@ def build_dataset(
     )
 
     def load(epoch, index):
-        image, targets = load_example(dataset, int(index), epoch=int(epoch), **options)
+        try:
+            image, targets = load_example(dataset, int(index), epoch=int(epoch), **options)
+        except SoloError:
+            raise
+        except Exception as error:  # cv2 / numpy / pycocotools: one line naming the image
+            record = dataset.records[int(index)]
+            detail = (str(error).strip().splitlines() or [""])[-1][:160]
+            raise SoloError(
+                where(dataset.json_path, f"image {record.image_id}",
+                      f"{record.path}: cannot load ({type(error).__name__}: {detail})")
+            ) from None
         return (
             image,
             targets["masks"],
@@ -315,6 +337,55 @@ def as_solo_error(error):
         return error
     match = re.search(r"SoloError: ([^\n]*)", str(error))
     return SoloError(match.group(1)) if match else None
+
+
+def release_pipelines():
+    """Destroys unreachable ``tf.data`` iterators now (a full ``gc.collect``).
+
+    An exception raised while a dataset is iterated (inside ``model.fit``
+    too) keeps the iterator alive through its traceback's reference cycles.
+    Left for interpreter shutdown, destroying it waits for the pipeline's
+    in-flight ``numpy_function`` calls, whose threads can no longer take the
+    GIL: the process prints its error and then hangs forever with an idle
+    CPU (gdb: the main thread in ``MapAndBatchDatasetOp::...::~Iterator``
+    under ``Py_FinalizeEx``). Collected while Python still runs, the
+    iterator finishes those calls and goes. Call after leaving the
+    ``except`` block, before the process exits.
+    """
+    gc.collect()
+
+
+def call_with_data_errors(func, *args, **kwargs):
+    """Calls ``func``; an input-pipeline failure comes back as one SoloError.
+
+    A ``tf.errors.OpError`` (or any exception) whose message carries the
+    SoloError line of the pipeline's numpy function is replaced by that
+    SoloError, raised with no chained context after the failed call's frames
+    and its iterator were released (:func:`release_pipelines`), so the
+    process can print one line and exit. Other exceptions propagate
+    unchanged.
+
+    Args:
+        func: e.g. ``model.fit``, or a function looping over a dataset.
+        *args: positional arguments of ``func``.
+        **kwargs: keyword arguments of ``func``.
+
+    Returns:
+        What ``func`` returns.
+
+    Raises:
+        SoloError: the pipeline's one-line error (naming the JSON file, the
+            image id and the image file).
+    """
+    try:
+        return func(*args, **kwargs)
+    except Exception as error:  # noqa: BLE001 - re-raised unless it carries a SoloError
+        converted = as_solo_error(error)
+        if converted is None or converted is error:
+            raise
+        message = str(converted)
+    release_pipelines()  # the OpError and its traceback are out of scope here
+    raise SoloError(message)
 
 
 def _check_args(dataset, image_size, size_divisor, max_instances, mask_stride, batch_size, scale_jitter, seed):

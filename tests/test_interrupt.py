@@ -1,0 +1,247 @@
+"""Interruption safety: SIGKILL and resume, a kill during a checkpoint write,
+a full disk, and divergence (NaN) stopping with the last good checkpoint.
+
+The kill-and-resume test runs `keras-solo train` in a subprocess on a tiny
+synthetic set (128x64 images, the tiny model of tests/helpers.py), kills it
+with SIGKILL in the second epoch (after the first epoch's backup, checkpoint
+and log row exist), runs the same command again and checks that it resumes
+(BackupAndRestore) and finishes the planned epochs.
+"""
+
+import csv
+import errno
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from helpers import TINY_MODEL_OVERRIDES, tiny_config
+
+from keras_solo.data.pipeline import release_pipelines
+from keras_solo.errors import SoloError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, "training", "demo.yaml")
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    from keras_solo.data.synthetic import make_synthetic
+
+    root = tmp_path_factory.mktemp("syn")
+    make_synthetic(str(root), images=8, size=(128, 64), seed=0)
+    return root
+
+
+def _epochs_in_log(run):
+    path = run / "log.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as stream:
+        return [int(row["epoch"]) for row in csv.DictReader(stream)]
+
+
+def _backup_epoch(run):
+    path = run / "backup" / "training_metadata.json"
+    try:
+        import json
+
+        return json.loads(path.read_text())["epoch"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _no_partial_files(run):
+    """Checkpoints are complete .keras archives; no temporary names left."""
+    from keras_solo.model.solo import load_model
+
+    leftovers = [name for name in os.listdir(run) if ".tmp" in name]
+    assert not leftovers, leftovers
+    for name in ("last.keras", "best.keras"):
+        if (run / name).exists():
+            load_model(run / name)
+
+
+def test_sigkill_mid_epoch_then_resume(synthetic, tmp_path):
+    from keras_solo.model.solo import load_model
+
+    run = tmp_path / "run"
+    epochs = 3
+    command = [sys.executable, "-m", "keras_solo.cli", "train", "--config", DEMO, "--out", str(run)]
+    for item in (*TINY_MODEL_OVERRIDES, "train.batch_size=2", "train.steps_per_epoch=8", f"train.epochs={epochs}",
+                 f"data.train_json={synthetic / 'instances_train.json'}",
+                 f"data.val_json={synthetic / 'instances_val.json'}"):
+        command += ["--set", item]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 240
+    try:
+        # Epoch 1 is over once its backup, checkpoint and log row exist; then
+        # the process is in epoch 2.
+        while not (_backup_epoch(run) == 1 and _epochs_in_log(run) == [0] and (run / "last.keras").exists()):
+            assert first.poll() is None, first.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "epoch 1 did not finish"
+            time.sleep(0.05)
+        time.sleep(0.2)
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+        first.stdout.close()
+    assert first.returncode == -signal.SIGKILL
+    assert not (run / "DONE").exists()
+    killed_at = _backup_epoch(run)
+    logged = _epochs_in_log(run)
+    assert killed_at in (1, 2) and logged == list(range(killed_at)), (killed_at, logged)
+    _no_partial_files(run)
+
+    second = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    started = re.findall(r"^Epoch (\d+)/(\d+)", second.stdout, flags=re.M)
+    assert started[0] == (str(killed_at + 1), str(epochs)), second.stdout[-2000:]  # resumed, not restarted
+    assert _epochs_in_log(run) == list(range(epochs))  # every planned epoch, once
+    assert (run / "DONE").read_text().strip() == f"epochs {epochs}"
+    assert not (run / "backup").exists()  # BackupAndRestore removes it when the run completes
+    _no_partial_files(run)
+    model = load_model(run / "last.keras")
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+class _DyingSave:
+    """Stands in for a model whose save writes part of the file, then fails."""
+
+    def __init__(self, data, action):
+        self.data, self.action = data, action
+
+    def save(self, path):
+        with open(path, "wb") as stream:
+            stream.write(self.data[: len(self.data) // 3])
+        self.action()
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    import keras
+
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="dense")])
+
+
+def test_kill_during_checkpoint_write_keeps_previous(small_model, tmp_path):
+    from keras_solo.train import atomic_save
+
+    path = tmp_path / "last.keras"
+    atomic_save(small_model, str(path))
+    good = path.read_bytes()
+    pid = os.fork()
+    if pid == 0:  # the child dies (SIGKILL) half-way through writing the next checkpoint
+        try:
+            atomic_save(_DyingSave(good, lambda: os.kill(os.getpid(), signal.SIGKILL)), str(path))
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert path.read_bytes() == good  # the kill hit the temporary file only
+    import keras
+
+    keras.saving.load_model(path)
+
+
+def test_out_of_disk_keeps_previous_and_says_so(small_model, tmp_path):
+    from keras_solo.train import atomic_save
+
+    def disk_full():
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    path = tmp_path / "best.keras"
+    with pytest.raises(SoloError) as info:  # no previous file
+        atomic_save(_DyingSave(b"x" * 300, disk_full), str(path))
+    assert str(info.value) == f"{path}: could not write checkpoint (No space left on device); no previous file"
+    assert os.listdir(tmp_path) == []
+
+    atomic_save(small_model, str(path))
+    good = path.read_bytes()
+    with pytest.raises(SoloError) as info:
+        atomic_save(_DyingSave(good, disk_full), str(path))
+    message = str(info.value)
+    assert message == f"{path}: could not write checkpoint (No space left on device); the previous file is intact"
+    assert "\n" not in message and path.read_bytes() == good
+    assert os.listdir(tmp_path) == ["best.keras"]  # the partial temporary file was removed
+
+
+def test_out_of_disk_while_writing_config(tmp_path, monkeypatch):
+    import yaml
+
+    from keras_solo.config import load_config, save_config
+
+    config = load_config(DEMO)
+    path = tmp_path / "config.yaml"
+    save_config(config, path)
+    good = path.read_text()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(yaml, "safe_dump", disk_full)
+    with pytest.raises(SoloError) as info:
+        save_config(config, path)
+    assert str(info.value) == f"{path}: could not write config (No space left on device); the previous file is intact"
+    assert path.read_text() == good and os.listdir(tmp_path) == ["config.yaml"]
+
+
+def test_divergence_stops_with_last_good_checkpoint(synthetic, tmp_path):
+    """SGD with lr 1e6 (after a 2-step warm-up from ~0), no clipping, no
+    validation: finite for an epoch or more, then NaN. The run stops naming
+    the epoch, the step and the last checkpoint written with finite logs,
+    which still loads."""
+    from keras_solo.model.solo import load_model
+    from keras_solo.train import train
+
+    config = tiny_config(str(synthetic), "train.batch_size=2", "train.steps_per_epoch=1", "train.epochs=6",
+                         "train.optimizer=sgd", "train.clipnorm=0", "train.learning_rate=1e6",
+                         "train.warmup_steps=2", "train.warmup_ratio=1e-9", "data.val_json=")
+    run = tmp_path / "run"
+    with pytest.raises(SoloError) as info:
+        train(config, str(run), verbose=0)
+    message = str(info.value)
+    match = re.fullmatch(r"training diverged: loss is nan at epoch (\d+) step (\d+); last good checkpoint: (.+)",
+                         message)
+    assert match, message
+    epoch = int(match.group(1))
+    assert match.group(3) == str(run / "last.keras")
+    assert not (run / "DONE").exists()
+    rows = _epochs_in_log(run)
+    assert rows[-1] == epoch - 1  # the diverged epoch is the last one run
+    model = load_model(match.group(3))
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    release_pipelines()  # no tf.data iterator left for interpreter shutdown
+
+
+def _train_source():
+    return open(os.path.join(ROOT, "keras_solo", "train.py"), encoding="utf-8").read()
+
+
+@pytest.mark.skipif("cannot resume from this backup" not in _train_source(),
+                    reason="needs the ResumableBackup change in train.py (see docs/ERRORS.md)")
+def test_truncated_backup_is_one_line(synthetic, tmp_path):
+    """A kill during the first backup write leaves truncated state files (no
+    `.bkp` copies yet): re-running says so in one line instead of a traceback."""
+    from keras_solo.train import train
+
+    run = tmp_path / "run"
+    (run / "backup").mkdir(parents=True)
+    (run / "backup" / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    (run / "backup" / "training_metadata.json").write_text('{"epo')
+    config = tiny_config(str(synthetic), "train.batch_size=2", "train.steps_per_epoch=1", "train.epochs=2")
+    with pytest.raises(SoloError) as info:
+        train(config, str(run), verbose=0)
+    message = str(info.value)
+    assert message.startswith(f"{run / 'backup'}: cannot resume from this backup (OSError: ") and "\n" not in message
+    assert message.endswith("delete the folder to restart the run from epoch 1, or use --overwrite")
+    release_pipelines()
