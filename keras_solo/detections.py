@@ -26,7 +26,9 @@ def letterbox_image(image, size):
     h, w = image.shape[:2]
     scale = min(width / w, height / h)
     new_w, new_h = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    # the same interpolation as the training pipeline (keras_solo.data.transforms.letterbox)
+    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
     canvas = np.zeros((height, width, 3), np.uint8)
     canvas[:new_h, :new_w] = resized[:height, :width]
     return canvas, scale
