@@ -140,6 +140,10 @@ class _OnnxBackend:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No busy-waiting between runs: spinning workers take the cores the numpy decoding
+        # (and anything else on a small CPU) needs; on the 2-core test machine, spinning
+        # doubled the ONNX latency under load.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
@@ -373,14 +377,25 @@ def peak_rss_mb():
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
-def benchmark(engine, image=None, *, warmup=5, runs=50):
+def _loadavg():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def benchmark(engine, image=None, *, warmup=5, runs=50, min_score=0.3):
     """Times `engine` on one image (a fixed-seed random image when None).
+
+    The decode step handles the detections scoring above ``min_score`` (as
+    `predict` does with ``--score``); its cost grows with their number and the
+    original image size (each mask is resized to the original image).
 
     Returns:
         dict: latency_ms (min/p50/p90/p99/mean of the whole call), preprocess_ms,
-        network_ms, decode_ms, fps, detections, peak_rss_mb, model_size_mb,
-        gflops and achieved_gflops_per_s (network p50) when the sidecar has
-        GFLOPs.
+        network_ms, decode_ms, fps, cpu_ms_per_run, loadavg_1m, detections,
+        peak_rss_mb, model_size_mb, gflops and achieved_gflops_per_s (network
+        p50) when the sidecar has GFLOPs.
     """
     if warmup < 0 or runs < 1:
         raise RunnerError(f"--warmup {warmup} / --runs {runs}: need warmup >= 0 and runs >= 1")
@@ -389,11 +404,15 @@ def benchmark(engine, image=None, *, warmup=5, runs=50):
         image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     timings = {"total": [], "preprocess": [], "network": [], "decode": []}
     found = None
+    load_before = _loadavg()
     for i in range(warmup + runs):
-        found, timing = engine(image)
+        if i == warmup:
+            cpu_start = time.process_time()
+        found, timing = engine(image, min_score=min_score)
         if i >= warmup:
             for key in timings:
                 timings[key].append(timing[key])
+    cpu_ms = 1000.0 * (time.process_time() - cpu_start) / runs
     meta = engine.meta or {}
     size = os.path.getsize(engine.path)
     result = {
@@ -410,7 +429,12 @@ def benchmark(engine, image=None, *, warmup=5, runs=50):
         "network_ms": percentiles_ms(timings["network"]),
         "decode_ms": percentiles_ms(timings["decode"]),
         "fps": round(1.0 / float(np.mean(timings["total"])), 2),
+        # CPU time of this process per call (all threads; includes pool spin-waiting): a
+        # contention-independent cost, where latency depends on what else runs on the cores.
+        "cpu_ms_per_run": round(cpu_ms, 2),
+        "loadavg_1m": [load_before, _loadavg()],  # of the machine, before and after the runs
         "detections": int(len(found["scores"])) if found is not None else 0,
+        "min_score": min_score,
         "peak_rss_mb": peak_rss_mb(),
         "model_size_mb": round(size / 2**20, 3),
     }
@@ -430,7 +454,8 @@ def format_benchmark(result):
         f"  ({result['fps']:.1f} FPS)",
         f"  p50 split   preprocess {pre['p50']:.2f}  network {net['p50']:.2f}  decode {dec['p50']:.2f} ms",
         f"  model {result['model_size_mb']:.2f} MiB, peak RSS {result['peak_rss_mb']:.0f} MiB, "
-        f"{result['detections']} detections",
+        f"{result['detections']} detections > {result['min_score']}, {result['cpu_ms_per_run']:.1f} CPU-ms per call, "
+        f"load average {result['loadavg_1m'][0]} -> {result['loadavg_1m'][1]}",
     ]
     if "gflops" in result:
         lines.append(f"  {result['gflops']:.2f} GFLOPs, {result['achieved_gflops_per_s']:.1f} GFLOP/s (network p50)")
@@ -458,6 +483,7 @@ def build_parser():
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--source", default=None, help="image to run on (default: a fixed random image)")
+    p.add_argument("--score", type=float, default=0.3, help="decode detections above this score (as predict)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return parser
 
@@ -488,7 +514,7 @@ def main(argv=None):
                   f"{fps:.1f} FPS); overlays and detections.json in {args.out}")
         else:
             image = read_rgb(args.source) if args.source else None
-            result = benchmark(engine, image, warmup=args.warmup, runs=args.runs)
+            result = benchmark(engine, image, warmup=args.warmup, runs=args.runs, min_score=args.score)
             print(format_benchmark(result))
             if args.json:
                 tmp = args.json + ".tmp"

