@@ -11,6 +11,9 @@ import colorsys
 import cv2
 import numpy as np
 
+# numpy + cv2 only as well; boxes are the masks' extents (x2 = last column + 1)
+from keras_solo.data.transforms import boxes_from_masks  # noqa: F401  (re-exported)
+
 
 def letterbox_image(image, size):
     """Resizes an RGB uint8 image into a (H, W) canvas keeping aspect ratio.
@@ -103,33 +106,6 @@ def masks_to_original(masks, *, input_size, image_info, mask_thr=0.5):
                                 borderMode=cv2.BORDER_REPLICATE)
         out[n, y0:y1, x0:x1] = region > mask_thr
     return out
-
-
-def boxes_from_masks(masks):
-    """Tight boxes around binary masks.
-
-    Args:
-        masks: (N, H, W) numpy bool (or 0/1) masks.
-
-    Returns:
-        numpy float32 (N, 4) ``x1, y1, x2, y2`` in pixels, ``x2``/``y2``
-        exclusive (``max index + 1``, as detectron2's ``BitMasks``); zeros for
-        empty masks.
-    """
-    masks = np.asarray(masks).astype(bool)
-    boxes = np.zeros((masks.shape[0], 4), np.float32)
-    if masks.shape[0] == 0:
-        return boxes
-    rows = masks.any(axis=2)  # (N, H)
-    cols = masks.any(axis=1)  # (N, W)
-    nonempty = rows.any(axis=1)
-    height, width = masks.shape[1], masks.shape[2]
-    y1 = rows.argmax(axis=1)
-    y2 = height - rows[:, ::-1].argmax(axis=1)
-    x1 = cols.argmax(axis=1)
-    x2 = width - cols[:, ::-1].argmax(axis=1)
-    boxes[nonempty] = np.stack([x1, y1, x2, y2], axis=1)[nonempty]
-    return boxes
 
 
 def boxes_xywh(masks):
