@@ -198,11 +198,10 @@ class NaNGuard(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(loss):
             last = self.checkpoint_callback.last_good or "none written yet"
-            self.message = (f"training diverged: loss is {loss} at epoch {self.epoch + 1} step {batch + 1}; "
-                            f"last good checkpoint: {last}")
             best = os.path.join(self.checkpoint_callback.out_dir, "best.keras")
-            if os.path.exists(best) and best != last:
-                self.message += f" (best: {best})"
+            best_note = f"best checkpoint: {best}; " if os.path.exists(best) and best != last else ""
+            self.message = (f"training diverged: loss is {loss} at epoch {self.epoch + 1} step {batch + 1}; "
+                            f"{best_note}last good checkpoint: {last}")
             self.model.stop_training = True
 
 

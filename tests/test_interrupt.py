@@ -210,7 +210,7 @@ def test_divergence_stops_with_last_good_checkpoint(synthetic, tmp_path):
     with pytest.raises(SoloError) as info:
         train(config, str(run), verbose=0)
     message = str(info.value)
-    match = re.fullmatch(r"training diverged: loss is nan at epoch (\d+) step (\d+); last good checkpoint: (.+)",
+    match = re.fullmatch(r"training diverged: loss is nan at epoch (\d+) step (\d+); (?:best checkpoint: \S+; )?last good checkpoint: (.+)",
                          message)
     assert match, message
     epoch = int(match.group(1))
