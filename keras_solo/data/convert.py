@@ -181,17 +181,8 @@ def convert_cityscapes(root, split, out_json, classes=PAPER_CLASSES, *, overwrit
                 }
             )
     stats["annotations"] = len(annotations)
-    dataset = {
-        "info": {"description": f"Cityscapes gtFine {split} converted by keras_solo"},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": categories,
-    }
-    write_json(out_json, dataset, overwrite=overwrite)
-    stats["out_json"] = str(out_json)
-    stats["image_root"] = str(root)
-    return stats
+    return _finish(out_json, f"Cityscapes gtFine {split} converted by keras_solo", images, annotations,
+                   categories, stats, image_root=root, overwrite=overwrite)
 
 
 def _read_cityscapes(path):
@@ -369,17 +360,8 @@ def convert_yolo(data_yaml, split, out_json, classes=None, *, crowd_groups=False
             f"first: {stats['issues'][0]}",
             stacklevel=2,
         )
-    dataset = {
-        "info": {"description": f"YOLO {data_yaml.name} {split} converted by keras_solo"},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": categories,
-    }
-    write_json(out_json, dataset, overwrite=overwrite)
-    stats["out_json"] = str(out_json)
-    stats["image_root"] = str(base)
-    return stats
+    return _finish(out_json, f"YOLO {data_yaml.name} {split} converted by keras_solo", images, annotations,
+                   categories, stats, image_root=base, overwrite=overwrite)
 
 
 def _read_data_yaml(data_yaml, split):
@@ -491,3 +473,18 @@ def _parse_label_line(tokens, names):
     if (coords < -0.01).any() or (coords > 1.01).any():
         return "coordinate outside 0..1"
     return int(cls), coords
+
+
+def _finish(out_json, description, images, annotations, categories, stats, *, image_root, overwrite):
+    """Writes the COCO file (atomically) and completes the converter's stats."""
+    dataset = {
+        "info": {"description": description},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
+    write_json(out_json, dataset, overwrite=overwrite)
+    stats["out_json"] = str(out_json)
+    stats["image_root"] = str(image_root)
+    return stats
