@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from keras_solo.errors import SoloError
+from keras_solo.errors import SoloError, atomic_write
 
 PAPER_CLASSES = ("person", "rider", "car", "truck", "bus")
 BACKBONES = ("resnet50", "mobilenetv3", "efficientnet_lite0", "tiny")
@@ -449,17 +449,11 @@ def config_to_dict(config):
 
 def save_config(config, path):
     """Writes the resolved config next to a checkpoint/export (atomically)."""
-    path = os.fspath(path)
-    tmp = path + ".tmp"
-    try:
+    def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             yaml.safe_dump(config_to_dict(config), f, sort_keys=False)
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        kept = "the previous file is intact" if os.path.exists(path) else "no previous file"
-        raise SoloError(f"{path}: could not write config ({e.strerror or e}); {kept}") from None
+
+    atomic_write(path, write, what="config")
 
 
 def replace(config, **sections):

@@ -6,6 +6,8 @@ the problem. The CLI prints it as ``error: <message>`` and exits with code 2;
 ``--debug`` shows the traceback.
 """
 
+import os
+
 
 class SoloError(Exception):
     """A user-facing error with a one-line message.
@@ -25,3 +27,28 @@ class SoloError(Exception):
 def where(path, *parts):
     """Formats a location prefix: ``file.json: image 3: annotation 7``."""
     return ": ".join([str(path)] + [str(p) for p in parts if p is not None and p != ""])
+
+
+def atomic_write(path, write, *, what, suffix=""):
+    """Writes a file through a temporary name, then renames it into place.
+
+    A kill or a full disk never leaves a truncated file where a good one
+    stood: on OSError the temporary file is removed and a one-line SoloError
+    says whether the previous file is intact.
+
+    Args:
+        path: the final file.
+        write: function(tmp_path) that writes the content.
+        what: what is written, for the message ("checkpoint", "config").
+        suffix: ending the temporary name needs (e.g. ".keras").
+    """
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}{suffix}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        kept = "the previous file is intact" if os.path.exists(path) else "no previous file"
+        raise SoloError(f"{path}: could not write {what} ({e.strerror or e}); {kept}") from None

@@ -26,7 +26,7 @@ import numpy as np
 
 from keras_solo import builders
 from keras_solo.config import save_config
-from keras_solo.errors import SoloError
+from keras_solo.errors import SoloError, atomic_write
 
 
 @keras.saving.register_keras_serializable(package="keras_solo")
@@ -110,15 +110,7 @@ def get_strategy(name):
 def atomic_save(model, path):
     """Saves a `.keras` file through a temporary name, so a kill or a full disk
     never leaves a truncated file where a good one stood."""
-    tmp = f"{path}.tmp-{os.getpid()}.keras"
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        kept = "the previous file is intact" if os.path.exists(path) else "no previous file"
-        raise SoloError(f"{path}: could not write checkpoint ({e.strerror or e}); {kept}") from None
+    atomic_write(path, model.save, what="checkpoint", suffix=".keras")
 
 
 class CheckpointCallback(keras.callbacks.Callback):
