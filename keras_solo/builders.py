@@ -36,6 +36,7 @@ def model_kwargs(config):
         use_attention=m.use_attention,
         attention_dim=m.attention_dim,
         attention_gamma_init=m.attention_gamma_init,
+        attention_normalize=m.attention_normalize,
         prior_prob=m.prior_prob,
         scale_ranges=scaled_scale_ranges(m),
         center_sigma=m.center_sigma,

@@ -34,7 +34,7 @@ import os
 import keras
 
 from keras_solo.errors import SoloError
-from keras_solo.model.efficientnet_lite import efficientnet_lite0_features, imagenet_weights_path, load_torch_weights
+from keras_solo.model.efficientnet_lite import conv_kernel_initializer, efficientnet_lite0_features, imagenet_weights_path, load_torch_weights
 from keras_solo.model.layers import ConvNormAct, ImageNormalize
 
 FEATURE_NAMES = ("C2", "C3", "C4", "C5")
@@ -74,17 +74,31 @@ def _mobilenetv3(image, weights):
     Outputs (found by inspecting the Keras model's layers):
     C2 expanded_conv_2_add (24 ch), C3 expanded_conv_5_add (40 ch),
     C4 expanded_conv_11_add (112 ch), C5 the final 1x1 conv + ReLU (960 ch).
+
+    From scratch, the kernels are re-drawn with He fan-out init (Keras' Glorot
+    default left C5 with std 2e-9 at initialisation: the signal dies in the
+    ReLU stack while BatchNorm still uses its initial statistics).
     """
     normalised = ImageNormalize(mean=127.5, std=127.5, name="mobilenetv3_normalize")(image)
     base = keras.applications.MobileNetV3Large(
         include_top=False, weights=weights, input_tensor=normalised,
         minimalistic=True, include_preprocessing=False)
+    if weights is None:
+        _reinitialise_kernels(base)
     return {
         "C2": base.get_layer("expanded_conv_2_add").output,
         "C3": base.get_layer("expanded_conv_5_add").output,
         "C4": base.get_layer("expanded_conv_11_add").output,
         "C5": base.output,
     }
+
+
+def _reinitialise_kernels(model):
+    """Re-draws every (depthwise) conv kernel of `model` with He fan-out init."""
+    initializer = conv_kernel_initializer()
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+            layer.kernel.assign(initializer(layer.kernel.shape, dtype=layer.kernel.dtype))
 
 
 def _efficientnet_lite0(image, weights):

@@ -110,6 +110,8 @@ class SOLO(keras.Model):
         attention_dim: projection width of V (0 = raw features, the paper's
             literal form).
         attention_gamma_init: initial residual gain of the attention branch.
+        attention_normalize: unit-RMS grid vectors (see `GridAttention`);
+            models saved without this key load with False.
         prior_prob: focal prior of the category bias.
         scale_ranges: per level (lo, hi) on sqrt(box area) in input pixels.
         center_sigma: centre region ratio.
@@ -139,6 +141,7 @@ class SOLO(keras.Model):
         use_attention=True,
         attention_dim=64,
         attention_gamma_init=1.0,
+        attention_normalize=True,
         prior_prob=0.01,
         scale_ranges=((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048)),
         center_sigma=0.2,
@@ -177,6 +180,7 @@ class SOLO(keras.Model):
         self.use_attention = bool(use_attention)
         self.attention_dim = int(attention_dim)
         self.attention_gamma_init = float(attention_gamma_init)
+        self.attention_normalize = bool(attention_normalize)
         self.prior_prob = prior_prob
         self.scale_ranges = tuple(tuple(float(v) for v in r) for r in scale_ranges)
         self.center_sigma = center_sigma
@@ -211,7 +215,8 @@ class SOLO(keras.Model):
         if self.use_attention:
             self.attentions = [
                 GridAttention(grid=s, embed_dim=self.attention_dim or None,
-                              gamma_init=self.attention_gamma_init, name=f"grid_attention_{i}")
+                              gamma_init=self.attention_gamma_init, normalize=self.attention_normalize,
+                              name=f"grid_attention_{i}")
                 for i, s in enumerate(self.grids)]
         self.nms_pre_per_level = split_nms_pre(self.nms_pre, self.grids, self.num_classes)
 
@@ -423,6 +428,7 @@ class SOLO(keras.Model):
             "use_attention": self.use_attention,
             "attention_dim": self.attention_dim,
             "attention_gamma_init": self.attention_gamma_init,
+            "attention_normalize": self.attention_normalize,
             "prior_prob": self.prior_prob,
             "scale_ranges": [list(r) for r in self.scale_ranges],
             "center_sigma": self.center_sigma,
@@ -446,6 +452,7 @@ class SOLO(keras.Model):
         config = dict(config)
         for key in ("trainable", "dtype"):
             config.pop(key, None)
+        config.setdefault("attention_normalize", False)  # saved before the option existed: unnormalised
         return cls(**config)
 
 
