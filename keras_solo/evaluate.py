@@ -162,7 +162,13 @@ def run_inference(model, coco_dataset, *, limit=0, batch_size=1, progress=True, 
         for b in range(images.shape[0]):
             if timing["images"] >= total:
                 break
-            orig_h, orig_w, scale, image_id = info[b]
+            orig_h, orig_w, scale, float_id = info[b]
+            # The unshuffled pipeline yields the records in order; the exact id
+            # comes from the record (float32 image_info rounds ids >= 2^24).
+            image_id = coco_dataset.records[timing["images"]].image_id
+            if abs(float(float_id) - image_id) > max(1.0, 1e-6 * abs(image_id)):
+                raise RuntimeError(f"evaluation out of order: image {image_id} expected, "
+                                   f"the pipeline gave {float_id:.0f}")
             one = {k: v[b] for k, v in decoded.items()}
             found = det.to_original(one, input_size=(height, width), orig_size=(orig_h, orig_w),
                                     scale=float(scale), mask_thr=model.mask_thr)

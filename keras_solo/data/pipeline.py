@@ -13,7 +13,7 @@ prefetching. The batch layout is the data -> model contract of
 | targets["classes"] | int32 | (B, M), -1 = padding |
 | targets["boxes"] | float32 | (B, M, 4), x1 y1 x2 y2 input pixels |
 | targets["ignore"] | uint8 | (B, H/ms, W/ms), union of crowd regions |
-| targets["image_info"] | float32 | (B, 4): orig_h, orig_w, scale, image_id |
+| targets["image_info"] | float32 | (B, 4): orig_h, orig_w, scale, image_id (float32: exact below 2^24; evaluation takes ids from the records) |
 
 Determinism: each element draws its randomness from
 ``numpy.random.default_rng([seed, epoch, index])`` and the shuffle order of an

@@ -1,0 +1,35 @@
+"""Evaluation bookkeeping: results keep the dataset's exact image ids."""
+
+import json
+
+import numpy as np
+from helpers import tiny_config, write_tiny_coco
+
+from keras_solo import builders
+from keras_solo.data.coco import load_coco
+from keras_solo.evaluate import run_inference
+
+# float32 (the pipeline's image_info) holds integers exactly only below 2^24
+LARGE_IDS = [2**24 + 1, 2**31 - 3, 7]
+
+
+def test_large_image_ids_reach_the_results_exactly(tmp_path):
+    tiny = write_tiny_coco(tmp_path)
+    data = json.loads(open(tiny.json_path).read())
+    new_id = dict(zip([image["id"] for image in data["images"]], LARGE_IDS))
+    for image in data["images"]:
+        image["id"] = new_id[image["id"]]
+    for ann in data["annotations"]:
+        ann["image_id"] = new_id[ann["image_id"]]
+    with open(tiny.json_path, "w") as f:
+        json.dump(data, f)
+    assert float(np.float32(2**24 + 1)) != 2**24 + 1  # the rounding this guards against
+
+    coco = load_coco(tiny.json_path)
+    model = builders.build_model(tiny_config(None, f"model.num_classes={len(coco.class_names)}",
+                                             f"model.class_names=[{','.join(coco.class_names)}]"))
+    seen = []
+    timing = run_inference(model, coco, batch_size=2, progress=False,
+                           on_image=lambda image_id, found: seen.append(image_id))
+    assert seen == [record.image_id for record in coco.records]
+    assert sorted(seen) == sorted(LARGE_IDS) and timing["images"] == 3
