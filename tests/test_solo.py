@@ -115,6 +115,32 @@ def test_keras_round_trip(tmp_path, tiny_batch, coords, attention):
     np.testing.assert_allclose(da["scores"], db["scores"], atol=1e-5)
 
 
+def test_model_saved_before_attention_normalize_loads_unnormalised(tmp_path, tiny_batch):
+    """A .keras file without the `attention_normalize` key keeps its old behaviour."""
+    import json
+    import zipfile
+
+    images, _ = tiny_batch
+    old = builders.build_model(tiny_config(None, "model.attention_normalize=false"))
+    path = str(tmp_path / "old.keras")
+    old.save(path)
+    stripped = str(tmp_path / "stripped.keras")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(stripped, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                assert config["config"].pop("attention_normalize") is False
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+    loaded = load_model(stripped)
+    assert loaded.attention_normalize is False and not loaded.attentions[0].normalize
+    a, b = old(images[:1]), loaded(images[:1])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(a["grid_embed_0"]),
+                               keras.ops.convert_to_numpy(b["grid_embed_0"]), rtol=1e-5, atol=1e-5)
+    assert builders.build_model(tiny_config(None)).attentions[0].normalize  # new models: on
+
+
 def test_ablation_variants_differ_only_in_params(tiny_batch):
     counts = {}
     for coords, attention in ((False, False), (True, False), (True, True)):
