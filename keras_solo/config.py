@@ -65,9 +65,10 @@ class ModelConfig:
     # features (no projection).
     attention_dim: int = 64
     attention_gamma_init: float = 1.0
-    # Unit-RMS grid vectors (ours): bounds the attention logits by
-    # gamma * sqrt(attention_dim) whatever the backbone's feature scale
-    # (unnormalised, a pretrained backbone gave logits of 100-900 at init).
+    # Grid vectors centred over the cells and scaled to unit RMS (ours):
+    # bounds the attention logits by gamma * sqrt(attention_dim) whatever the
+    # backbone's feature scale (unnormalised, the edge preset's pretrained
+    # backbone gave logits of 125-850 at init; GridAttention's docstring).
     attention_normalize: bool = True
     prior_prob: float = 0.01  # focal-loss prior for the category bias (RetinaNet/SOLO)
     # Target assignment (SOLO reference): ranges on sqrt(w*h) of the box, for

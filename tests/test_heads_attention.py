@@ -159,10 +159,14 @@ def test_grid_attention_vectors():
     np.testing.assert_allclose(_numpy(literal(features)), resized, atol=1e-6)
     assert literal.projection is None and GridAttention(4, embed_dim=0).projection is None
     np.testing.assert_allclose(_numpy(literal.gamma), 1.0)
-    # normalised (the default): the same directions, unit RMS per grid vector
+    # normalised (the default): centred over the cells, unit RMS per grid vector
     normalised = _numpy(GridAttention(4, embed_dim=None)(features))
-    rms = np.sqrt(np.mean(resized ** 2, axis=-1, keepdims=True))
-    np.testing.assert_allclose(normalised, resized / rms, rtol=1e-4, atol=1e-4)
+    centred = resized - resized.mean(axis=(1, 2), keepdims=True)
+    rms = np.sqrt(np.mean(centred ** 2, axis=-1, keepdims=True))
+    np.testing.assert_allclose(normalised, centred / rms, rtol=1e-4, atol=1e-4)
+    # adding the same vector to every cell (the scene) changes nothing
+    shifted = _numpy(GridAttention(4, embed_dim=None)(features + 5.0 * _random((2, 1, 1, CHANNELS))))
+    np.testing.assert_allclose(shifted, normalised, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(np.sqrt(np.mean(normalised ** 2, axis=-1)), 1.0, rtol=1e-4)
 
 

@@ -24,19 +24,23 @@ What, step by step, for one pyramid level with grid number S:
    small d makes the dot products cheap. `embed_dim=None` (or 0) skips it: V is the resized feature
    itself, the paper's literal form.
 
-   Normalisation (our addition, `normalize=True`). Each V_k is divided by
-   its root mean square, so its entries have unit RMS and ||V_k||^2 = d.
-   Without it the branch's size follows the features' size, which the
-   backbone decides: with the ImageNet-pretrained EfficientNet-Lite0 of the
-   edge preset, V's entries have std 3-9 at initialisation and the
-   attention logits reach 100-900 (mean 15-93) while the mask branch's are
-   +-0.1, so every mask pixel saturates, the dice gradient vanishes and the
-   attention variant learned slower than plain SOLO (docs/RESULTS.md). The
-   learned gain gamma cannot repair it in time: Adam moves a scalar by about
-   the learning rate per step. With unit-RMS vectors the scaled dot product
-   below is sqrt(d) * cos(V_k, V_x): bounded by sqrt(d) (5.7 for d = 32)
-   whatever the backbone, largest where the features point the same way as
-   cell k's.
+   Normalisation (our addition, `normalize=True`). V is centred over the
+   image's S x S cells (the mean grid vector is subtracted) and each V_k is
+   divided by its root mean square, so its entries have unit RMS and
+   ||V_k||^2 = d. Without it the branch's size follows the features' size,
+   which the backbone decides: with the edge preset's EfficientNet-Lite0
+   (ImageNet weights), V's entries have std 3-8 at initialisation and the
+   attention logits reach 125-850 (means 9-45) while the mask branch's are
+   +-0.1 (docs/measure/attention_scale.py), so every mask pixel saturates,
+   the dice gradient vanishes, and the attention variant learned slower than
+   plain SOLO (docs/RESULTS.md). The learned gain gamma cannot repair that
+   in time: Adam moves a scalar by about the learning rate per step. With
+   unit-RMS vectors the scaled dot product below is sqrt(d) * cos(V_k, V_x),
+   bounded by sqrt(d) (5.7 for d = 32) whatever the backbone and largest
+   where the features point the way cell k's do. Centring removes what all
+   cells share (the scene): uncentred, the cosines of a from-scratch
+   backbone were all about 0.8, i.e. +4 on every mask logit; centred, the
+   attention logits have mean 0 and std 1.3-2.3 at initialisation.
 
 3. The attention map (eq. (3)). Every cell's vector is dot-multiplied with the
    vector at every location:
@@ -100,9 +104,9 @@ class GridAttention(keras.layers.Layer):
             Defaults to 64.
         gamma_init: initial value of the learned residual gain gamma.
             Defaults to 1.0.
-        normalize: divide each grid vector by its RMS (unit-RMS entries),
-            which bounds the attention logits by gamma * sqrt(d) whatever the
-            features' scale. Defaults to True; models saved before this
+        normalize: centre the grid vectors over the cells and divide each
+            by its RMS (unit-RMS entries), which bounds the attention logits
+            by gamma * sqrt(d) whatever the features' scale. Defaults to True; models saved before this
             option existed load with False (their behaviour).
 
     Call:
@@ -137,9 +141,11 @@ class GridAttention(keras.layers.Layer):
         grid_features = ops.image.resize(features, (self.grid, self.grid), interpolation="bilinear")  # (B, S, S, c)
         vectors = grid_features if self.projection is None else self.projection(grid_features)  # (B, S, S, d)
         if self.normalize:
-            # unit-RMS entries: V_k . V_k = d, so scale * V_k . V_x = sqrt(d) * cos(V_k, V_x)
             # in float32: squares of large activations overflow float16
             wide = ops.cast(vectors, "float32")
+            # centre over the image's cells: what all cells share (the scene) drops out
+            wide = wide - ops.mean(wide, axis=(1, 2), keepdims=True)
+            # unit-RMS entries: V_k . V_k = d, so scale * V_k . V_x = sqrt(d) * cos(V_k, V_x)
             mean_square = ops.mean(ops.square(wide), axis=-1, keepdims=True)
             vectors = ops.cast(wide * ops.rsqrt(mean_square + _EPSILON), vectors.dtype)
         return vectors  # V_{i*S+j} at [i, j]
