@@ -103,9 +103,10 @@ def dataset_kwargs(config, training):
     )
 
 
-def build_dataset(config, coco, *, training, batch_size=None, repeat=False):
+def build_dataset(config, coco, *, training, batch_size=None, repeat=False, epoch_variable=None):
     """A tf.data pipeline over a loaded `CocoDataset`."""
     from keras_solo.data.pipeline import build_dataset as _build
 
     kwargs = dataset_kwargs(config, training)
-    return _build(coco, batch_size=batch_size or config.train.batch_size, repeat=repeat, **kwargs)
+    return _build(coco, batch_size=batch_size or config.train.batch_size, repeat=repeat,
+                  epoch_variable=epoch_variable, **kwargs)

@@ -200,11 +200,21 @@ class NaNGuard(keras.callbacks.Callback):
 class ResumableBackup(keras.callbacks.BackupAndRestore):
     """BackupAndRestore whose restore never ends in a traceback (a kill during
     Keras' in-place write leaves latest.weights.h5 / training_metadata.json
-    truncated): falls back to the previous copy, else one-line error."""
+    truncated): falls back to the previous copy, else one-line error.
+
+    `data_epoch` (optional): the training pipeline's pass counter
+    (`pipeline.new_epoch_variable`), set to the epoch the run resumes at so
+    the resumed epochs draw new shuffles and augmentations instead of
+    replaying pass 0's."""
+
+    def __init__(self, backup_dir, *, data_epoch=None, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.data_epoch = data_epoch
 
     def on_train_begin(self, logs=None):
         try:
             super().on_train_begin(logs)
+            self._sync_data_epoch()
             return
         except (OSError, ValueError, KeyError) as error:
             problem = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:120]}"
@@ -213,11 +223,17 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                 shutil.copyfile(self._prev_weights_path, self._weights_path)
                 shutil.copyfile(self._prev_training_metadata_path, self._training_metadata_path)
                 self._load_model()
+                self._sync_data_epoch()
                 return
             except (OSError, ValueError, KeyError):
                 pass
         raise SoloError(f"{self.backup_dir}: cannot resume from this backup ({problem}); "
                         "delete the folder to restart the run from epoch 1, or use --overwrite")
+
+    def _sync_data_epoch(self):
+        if self.data_epoch is not None:
+            # BackupAndRestore._load_model leaves the restored epoch in model._initial_epoch
+            self.data_epoch.assign(int(getattr(self.model, "_initial_epoch", None) or 0))
 
 
 def plot_losses(csv_path, png_path):
@@ -292,7 +308,10 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
     if config.data.val_json and os.path.exists(config.data.val_json):
         val_coco = builders.load_split(config, "val")
     steps = config.train.steps_per_epoch or max(1, math.ceil(len(train_coco.records) / config.train.batch_size))
-    train_ds = builders.build_dataset(config, train_coco, training=True, repeat=True)
+    from keras_solo.data.pipeline import call_with_data_errors, new_epoch_variable
+
+    data_epoch = new_epoch_variable()
+    train_ds = builders.build_dataset(config, train_coco, training=True, repeat=True, epoch_variable=data_epoch)
     val_ds = builders.build_dataset(config, val_coco, training=False) if val_coco else None
 
     strategy = get_strategy(config.train.strategy)
@@ -310,7 +329,7 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
     nan_guard = NaNGuard(checkpoint)
     csv_path = os.path.join(out_dir, "log.csv")
     callbacks = [
-        ResumableBackup(os.path.join(out_dir, "backup"), double_checkpoint=True),
+        ResumableBackup(os.path.join(out_dir, "backup"), data_epoch=data_epoch, double_checkpoint=True),
         nan_guard,
         *([EvalCallback(val_coco, every=config.train.eval_every)] if evaluating else []),
         checkpoint,
@@ -322,8 +341,6 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train_ds = train_ds.with_options(options)
-    from keras_solo.data.pipeline import call_with_data_errors
-
     history = call_with_data_errors(model.fit, train_ds, epochs=config.train.epochs, steps_per_epoch=steps,
                                     validation_data=val_ds, callbacks=callbacks, verbose=verbose)
     if nan_guard.message:

@@ -133,6 +133,37 @@ def small_model():
     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="dense")])
 
 
+def test_resumed_fit_moves_the_data_epoch_on(tmp_path):
+    """ResumableBackup sets the pipeline's pass counter to the epoch it resumes at."""
+    import keras
+
+    from keras_solo.data.pipeline import new_epoch_variable
+    from keras_solo.train import ResumableBackup
+
+    class StopAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt  # the run dies at the start of epoch 3
+
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 1), "float32")
+
+    def fit(callbacks, data_epoch):
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        backup = ResumableBackup(str(tmp_path / "backup"), data_epoch=data_epoch)
+        model.fit(x, y, epochs=4, verbose=0, callbacks=[backup, *callbacks])
+
+    first = new_epoch_variable()
+    with pytest.raises(KeyboardInterrupt):
+        fit([StopAt()], first)
+    assert int(first.numpy()) == 0  # a fresh run starts at pass 0
+    seen = []
+    second = new_epoch_variable()
+    fit([keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(int(second.numpy())))],
+        second)
+    assert seen[0] == 2  # resumed at epoch 3 (index 2), the data starts at pass 2
+
+
 def test_kill_during_checkpoint_write_keeps_previous(small_model, tmp_path):
     from keras_solo.train import atomic_save
 

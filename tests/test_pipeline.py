@@ -11,7 +11,8 @@ from helpers import COLOURS
 
 from keras_solo.data import transforms
 from keras_solo.data.coco import load_coco
-from keras_solo.data.pipeline import as_solo_error, build_dataset, load_example, steps_per_epoch
+from keras_solo.data.pipeline import (as_solo_error, build_dataset, load_example, new_epoch_variable,
+                                     steps_per_epoch)
 from keras_solo.errors import SoloError
 
 SIZE = (128, 96)  # (W, H)
@@ -187,6 +188,18 @@ def test_repeat_and_steps_per_epoch(dataset):
     # Epochs follow each other without a gap; each is a permutation of the images.
     assert sorted(ids[:3].tolist()) == [1, 2, 3] and sorted(ids[3:].tolist()) == [1, 2, 3]
     assert len(build_dataset(dataset, image_size=SIZE, batch_size=2)) == steps_per_epoch(dataset, 2)
+
+
+def test_epoch_variable_starts_at_a_later_pass(dataset):
+    """A resumed run (epoch variable at 2) gets pass 2's order and augmentation, not pass 0's."""
+    fresh = build_dataset(dataset, image_size=SIZE, batch_size=3, training=True, repeat=True)
+    passes = [(images.numpy(), t["image_info"].numpy()) for images, t in fresh.take(3)]  # 3 images = 1 batch
+    resumed = build_dataset(dataset, image_size=SIZE, batch_size=3, training=True, repeat=True,
+                            epoch_variable=new_epoch_variable(2))
+    images, targets = next(iter(resumed))
+    np.testing.assert_array_equal(targets["image_info"].numpy(), passes[2][1])
+    np.testing.assert_array_equal(images.numpy(), passes[2][0])
+    assert not np.array_equal(images.numpy(), passes[0][0])
 
 
 def test_unreadable_image_while_iterating(dataset):

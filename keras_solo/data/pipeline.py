@@ -22,6 +22,10 @@ order (``deterministic=True``). Two datasets built with the same arguments
 therefore yield identical batches. ``epoch`` counts the passes over the data:
 with ``repeat=True`` each repetition, otherwise each new iterator (as Keras
 ``fit`` makes one per epoch), so augmentations differ between epochs.
+A resumed run starts at its epoch's pass (``epoch_variable``); the pass
+number follows the training epoch only approximately (a batch may straddle
+two passes), so a resumed run is a fresh continuation, not a bit-identical
+replay of an uninterrupted one.
 
 To time the pipeline, iterate the dataset (``for batch in ds.take(n)``) or
 call :func:`load_example` directly for the per-image numpy cost.
@@ -147,6 +151,12 @@ def load_example(
     return image, targets
 
 
+def new_epoch_variable(start=0):
+    """A pass counter for `build_dataset(epoch_variable=...)`, on the host."""
+    with tf.device("/cpu:0"):  # tf.data functions run on the host
+        return tf.Variable(int(start), dtype=tf.int64, trainable=False, name="data_epoch")
+
+
 def build_dataset(
     dataset,
     *,
@@ -165,6 +175,7 @@ def build_dataset(
     drop_remainder=None,
     num_parallel_calls=tf.data.AUTOTUNE,
     check_images=None,
+    epoch_variable=None,
 ):
     """Builds the ``tf.data`` input pipeline.
 
@@ -196,6 +207,11 @@ def build_dataset(
             (:func:`keras_solo.data.coco.check_image_files`: exists, not
             truncated, size as in the JSON) so a bad file fails here and not
             inside ``model.fit``. Defaults to None (= ``training``).
+        epoch_variable: a scalar int64 ``tf.Variable`` holding the number of
+            the next pass (read when a pass starts, then incremented); a
+            resumed training run sets it to its first epoch so it does not
+            replay pass 0's order and augmentation. Defaults to None (a new
+            variable starting at 0).
 
     Returns:
         A ``tf.data.Dataset`` of ``(images, targets)`` as in the module
@@ -278,8 +294,9 @@ def build_dataset(
         return tf.cast(image, tf.float32), targets
 
     # The epoch number: one per pass (a repetition, or a new iterator).
-    with tf.device("/cpu:0"):  # tf.data functions run on the host
-        epoch_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
+    epoch_counter = epoch_variable
+    if epoch_counter is None:
+        epoch_counter = new_epoch_variable()
     epochs = tf.data.Dataset.range(1).map(lambda _: epoch_counter.assign_add(1) - 1)
     if repeat:
         epochs = epochs.repeat()
