@@ -117,6 +117,30 @@ def test_fpn_known_answer_with_identity_convs_and_odd_sizes():
             {name: value.shape for name, value in inputs.items()}).items()}
 
 
+def test_fpn_level_range_builds_only_what_it_returns():
+    """min_level=3, max_level=4: P3 and P4 as the full FPN computes them, no P5/P6 output conv."""
+    sizes = {"C2": (16, 16), "C3": (8, 8), "C4": (4, 4), "C5": (2, 2)}
+    rng = np.random.default_rng(1)
+    inputs = {name: rng.normal(size=(1, h, w, 3)).astype("float32") for name, (h, w) in sizes.items()}
+    shapes = {name: value.shape for name, value in inputs.items()}
+    full, part = FPN(channels=8), FPN(channels=8, min_level=3, max_level=4)
+    full.build(shapes)
+    part.build(shapes)
+    assert sorted(part.output_convs) == ["C3", "C4"] and sorted(part.lateral_convs) == ["C3", "C4", "C5"]
+    for convs in ("lateral_convs", "output_convs"):
+        for name, conv in getattr(part, convs).items():
+            conv.kernel.assign(getattr(full, convs)[name].kernel)
+            conv.bias.assign(getattr(full, convs)[name].bias)
+    got, expected = part(inputs), full(inputs)
+    assert sorted(got) == ["P3", "P4"] and sorted(part.compute_output_shape(shapes)) == ["P3", "P4"]
+    for name in got:
+        np.testing.assert_allclose(ops.convert_to_numpy(got[name]), ops.convert_to_numpy(expected[name]),
+                                   rtol=1e-5, atol=1e-5)
+    assert FPN.from_config(part.get_config()).max_level == 4
+    with pytest.raises(ValueError, match="max_level"):
+        FPN(min_level=4, max_level=3)
+
+
 def test_fpn_config_and_keras_roundtrip(tmp_path):
     fpn = FPN(channels=16)
     assert fpn.get_config()["channels"] == 16

@@ -203,7 +203,8 @@ class SOLO(keras.Model):
 
         # === Layers ===
         self.backbone = build_backbone(backbone, input_shape=(height, width, 3), weights=backbone_weights)
-        self.fpn = FPN(channels=fpn_channels, min_level=int(self.levels[0][1]), name="fpn")
+        level_numbers = [int(name[1]) for name in self.levels]
+        self.fpn = FPN(channels=fpn_channels, min_level=min(level_numbers), max_level=max(level_numbers), name="fpn")
         self.level_resizers = [Resize(size=size, name=f"head_resize_{i}")
                                for i, size in enumerate(self.head_sizes)]
         self.head = SOLOHead(
