@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from keras_solo.config import load_config, replace, save_config
-from keras_solo.errors import SoloError
+from keras_solo.errors import SoloError, write_json
 
 VARIANTS = (
     ("no_coords", "SOLO (no coords)", {"model.use_coords": False, "model.use_attention": False}),
@@ -105,11 +105,10 @@ def run_ablation(config, out_dir, *, seeds=1, overwrite=False, verbose=None):
                     train(variant, run_dir, overwrite=overwrite, resume=True, verbose=verbose)
                 model = load_model(os.path.join(run_dir, "best.keras"))
                 metrics, _ = evaluate_model(model, val, progress=verbose == 1)
-                with open(metrics_path, "w") as f:
-                    json.dump(metrics, f, indent=1)
+                write_json(metrics_path, metrics, what="metrics")
             results[key].append(metrics["segm"])
-    with open(os.path.join(out_dir, "ablation.json"), "w") as f:
-        json.dump({"seeds": seeds, "results": results}, f, indent=1)
+    write_json(os.path.join(out_dir, "ablation.json"), {"seeds": seeds, "results": results},
+               what="ablation results")
     tables = format_tables(results, seeds)
     with open(os.path.join(out_dir, "ablation.md"), "w") as f:
         f.write(tables + "\n")

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-from keras_solo.errors import SoloError
+from keras_solo.errors import SoloError, write_json
 
 RUNNER_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "export", "litert_runner.py")
 
@@ -190,8 +190,5 @@ def benchmark_command(args):
         print(f"  mask AP {metrics['segm']['AP']:.1f}  AP50 {metrics['segm']['AP50']:.1f}  "
               f"AP75 {metrics['segm']['AP75']:.1f}  on {metrics['num_images']} images of {args.data}")
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-        os.replace(tmp, args.json)
+        write_json(args.json, result, what="benchmark results")
     return result

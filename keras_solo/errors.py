@@ -6,6 +6,7 @@ the problem. The CLI prints it as ``error: <message>`` and exits with code 2;
 ``--debug`` shows the traceback.
 """
 
+import json
 import os
 
 
@@ -47,8 +48,27 @@ def atomic_write(path, write, *, what, suffix=""):
     try:
         write(tmp)
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:  # any failure (a full disk, unserialisable data, Ctrl-C): no temp file left
         if os.path.exists(tmp):
             os.remove(tmp)
+        if not isinstance(e, OSError):
+            raise
         kept = "the previous file is intact" if os.path.exists(path) else "no previous file"
         raise SoloError(f"{path}: could not write {what} ({e.strerror or e}); {kept}") from None
+
+
+def write_json(path, data, *, what="JSON file", indent=1, **dump_options):
+    """`json.dump` through `atomic_write`: never a half-written JSON file.
+
+    Args:
+        path: the final file (its folder must exist).
+        data: a JSON-serialisable object.
+        what: what is written, for the error message.
+        indent: `json.dump` indent; None for compact output.
+        dump_options: more `json.dump` keyword arguments.
+    """
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=indent, **dump_options)
+
+    atomic_write(path, write, what=what)

@@ -13,10 +13,9 @@ import os
 import time
 import warnings
 
-import numpy as np
 
 from keras_solo import detections as det
-from keras_solo.errors import SoloError
+from keras_solo.errors import SoloError, write_json
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -204,13 +203,6 @@ def evaluate_model(model, coco_dataset, *, limit=0, progress=True):
     return metrics, evaluator.results
 
 
-def _write_json(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
-
-
 def apply_eval_overrides(model, overrides):
     """`--set eval.key=value` on a loaded model's inference thresholds."""
     from keras_solo.config import EvalConfig, config_from_dict, parse_override
@@ -251,8 +243,8 @@ def evaluate_command(args):
     os.makedirs(out, exist_ok=True)
     metrics, results = evaluate_model(model, coco, limit=args.limit)
     metrics.update({"model": os.path.abspath(args.model), "data": os.path.abspath(args.data)})
-    _write_json(os.path.join(out, "detections.json"), results)
-    _write_json(metrics_path, metrics)
+    write_json(os.path.join(out, "detections.json"), results, what="detections", indent=None)
+    write_json(metrics_path, metrics, what="metrics")
     print(format_metrics(metrics))
     t = metrics["timing_ms_per_image"]
     print(f"\nms/image: network {t['network']}, decode {t['decode']}, undo letterbox {t['undo_letterbox']}")

@@ -74,7 +74,6 @@ Reference: SOLO, arXiv:1912.04488; SOLOv2 (Matrix NMS), arXiv:2003.10152.
 """
 
 import collections
-import json
 import os
 import shutil
 import tempfile
@@ -83,7 +82,7 @@ import warnings
 
 import numpy as np
 
-from keras_solo.errors import SoloError
+from keras_solo.errors import SoloError, write_json
 
 # One table drives export and benchmark: format -> file suffix, quant modes, runtime.
 FORMATS = {
@@ -613,13 +612,6 @@ def _replace(tmp, path):
     os.replace(tmp, path)
 
 
-def _write_json(path, data):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, default=str)
-    os.replace(tmp, path)
-
-
 def _size_bytes(path):
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names)
@@ -728,7 +720,7 @@ def export_model(model, path, *, fmt="tflite", quant="fp32", top_k=100, calibrat
         "model_config": model.get_config(),
     }
     meta.update(meta_extra)
-    _write_json(sidecar_path(path), meta)
+    write_json(sidecar_path(path), meta, what="export metadata", default=str)
     return meta
 
 

@@ -5,7 +5,6 @@
 output video with the measured FPS drawn on every frame.
 """
 
-import json
 import os
 import time
 
@@ -13,7 +12,7 @@ import cv2
 import numpy as np
 
 from keras_solo import detections as det
-from keras_solo.errors import SoloError
+from keras_solo.errors import SoloError, write_json
 
 
 class Predictor:
@@ -173,8 +172,5 @@ def predict_command(args):
         records, fps = predict_video(predict, sources, args.out, model.class_names, score_thr=args.score,
                                      limit=args.limit)
         summary = f"{len(records)} frames at {fps:.1f} FPS"
-    tmp = os.path.join(args.out, "detections.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(records, f)
-    os.replace(tmp, os.path.join(args.out, "detections.json"))
+    write_json(os.path.join(args.out, "detections.json"), records, what="detections", indent=None)
     print(f"predicted {summary}; overlays and detections.json in {args.out}")

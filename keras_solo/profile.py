@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from keras_solo import builders
+from keras_solo.errors import write_json
 
 
 def parameter_table(model):
@@ -216,5 +217,4 @@ def profile_command(args):
             report["train_images_per_s"] = round(train_throughput(config, steps=args.throughput), 2)
     print(json.dumps(report, indent=1))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        write_json(args.json, report, what="profile report")

@@ -18,7 +18,6 @@ existing output is only replaced with ``overwrite=True``.
 import difflib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import yaml
 from pycocotools import mask as mask_utils
 
 from keras_solo.errors import SoloError, where
+from keras_solo.errors import write_json as atomic_write_json
 
 PAPER_CLASSES = ("person", "rider", "car", "truck", "bus")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -49,15 +49,7 @@ def write_json(path, obj, *, overwrite=False):
     if path.exists() and not overwrite:
         raise SoloError(f"{path}: already exists (pass overwrite=True, or --overwrite, to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(path, obj, what="COCO JSON", indent=None, separators=(",", ":"))
 
 
 def _check_output(out_json, overwrite):
