@@ -77,20 +77,44 @@ def plot_tables(results, path):
     plt.close(fig)
 
 
-def run_ablation(config, out_dir, *, seeds=1, overwrite=False, verbose=None):
-    """Trains and evaluates every variant x seed; returns {variant: [segm metrics]}."""
+VARIANT_KEYS = tuple(key for key, _, _ in VARIANTS)
+
+
+def run_ablation(config, out_dir, *, seeds=1, overwrite=False, variants=None, verbose=None):
+    """Trains and evaluates every variant x seed; returns {variant: [segm metrics]}.
+
+    Args:
+        variants: keys of the variants to (re-)run (`VARIANT_KEYS`); the
+            others are not trained, and their results are reused when
+            `out_dir` holds them for every seed (so `variants=["attention"],
+            overwrite=True` re-runs one variant and rewrites the tables).
+            Defaults to None (all).
+    """
     from keras_solo import builders
     from keras_solo.evaluate import evaluate_model
     from keras_solo.model.solo import load_model
     from keras_solo.train import train
 
+    variants = list(VARIANT_KEYS if variants is None else variants)
+    unknown = [key for key in variants if key not in VARIANT_KEYS]
+    if unknown or not variants:
+        raise SoloError(f"--variants {','.join(unknown) or '(empty)'}: choose from {', '.join(VARIANT_KEYS)}")
     if os.path.exists(os.path.join(out_dir, "ablation.json")) and not overwrite:
-        raise SoloError(f"{out_dir}: already holds ablation results; use --overwrite or another --out")
+        raise SoloError(f"{out_dir}: already holds ablation results; use --overwrite (with --variants to "
+                        "re-run only some) or another --out")
     os.makedirs(out_dir, exist_ok=True)
     save_config(config, os.path.join(out_dir, "base_config.yaml"))
     val = builders.load_split(config, "val")
     results = {}
     for key, title, switches in VARIANTS:
+        if key not in variants:
+            kept = [os.path.join(out_dir, key, f"seed{seed}", "metrics.json") for seed in range(seeds)]
+            if all(os.path.exists(path) for path in kept):
+                results[key] = []
+                for path in kept:
+                    with open(path) as f:
+                        results[key].append(json.load(f)["segm"])
+            continue
         results[key] = []
         for seed in range(seeds):
             variant = replace(config, **switches, **{"train.seed": config.train.seed + seed})
@@ -119,6 +143,7 @@ def run_ablation(config, out_dir, *, seeds=1, overwrite=False, verbose=None):
 def ablation_command(args):
     config = load_config(args.config, args.set)
     out = args.out or os.path.join("runs", "ablation_" + os.path.splitext(os.path.basename(args.config))[0])
-    _, tables = run_ablation(config, out, seeds=args.seeds, overwrite=args.overwrite)
+    variants = [key.strip() for key in args.variants.split(",") if key.strip()] if args.variants else None
+    _, tables = run_ablation(config, out, seeds=args.seeds, overwrite=args.overwrite, variants=variants)
     print(tables)
     print(f"\nwrote {out}/ablation.md, ablation.json, ablation.png")

@@ -207,6 +207,9 @@ def build_parser():
     p = add("ablation", cmd_ablation, "the paper's ablation: no coords / SOLO / SOLO + attention")
     p.add_argument("--config", required=True, help="ablation preset, e.g. training/ablation.yaml")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--variants", default=None, metavar="KEYS",
+                   help="comma-separated variants to (re-)run: no_coords,solo,attention (default: all); "
+                        "with --overwrite the others keep their results")
     p.add_argument("--out", default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--overwrite", action="store_true")
