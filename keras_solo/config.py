@@ -66,10 +66,11 @@ class ModelConfig:
     attention_dim: int = 64
     attention_gamma_init: float = 1.0
     # Grid vectors centred over the cells and scaled to unit RMS (ours):
-    # bounds the attention logits by gamma * sqrt(attention_dim) whatever the
-    # backbone's feature scale (unnormalised, the edge preset's pretrained
-    # backbone gave logits of 125-850 at init; GridAttention's docstring).
-    attention_normalize: bool = True
+    # "vector" bounds the attention logits by gamma * sqrt(attention_dim)
+    # whatever the backbone's feature scale (unnormalised, the edge preset's
+    # pretrained backbone gave logits of 125-850 at init; GridAttention's
+    # docstring); "image" = one RMS per image; "none" = the paper's raw form.
+    attention_normalize: str = "vector"
     prior_prob: float = 0.01  # focal-loss prior for the category bias (RetinaNet/SOLO)
     # Target assignment (SOLO reference): ranges on sqrt(w*h) of the box, for
     # an 800-px short side, scaled to the input's short side.
@@ -112,6 +113,8 @@ class ModelConfig:
                f"{self.norm_groups} must divide model.fpn_channels ({self.fpn_channels})")
         _check(self.head_convs >= 0, "model.head_convs", "must be >= 0")
         _check(self.attention_dim >= 0, "model.attention_dim", "must be >= 0")
+        _check(self.attention_normalize in ("none", "vector", "image"), "model.attention_normalize",
+               f"must be none, vector or image, got {self.attention_normalize!r}")
         _check(0.0 < self.prior_prob < 1.0, "model.prior_prob", "must be in (0, 1)")
         _check(0.0 < self.center_sigma <= 1.0, "model.center_sigma", "must be in (0, 1]")
         _check(self.max_positives >= 1, "model.max_positives", "must be >= 1")

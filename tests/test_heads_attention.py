@@ -154,43 +154,54 @@ def test_grid_attention_vectors():
     projected = GridAttention(4, embed_dim=8)
     assert tuple(projected(features).shape) == (2, 4, 4, 8)
     assert projected.projection.kernel.shape == (1, 1, CHANNELS, 8)
-    literal = GridAttention(4, embed_dim=None, normalize=False)  # the paper's form: V = resized features
+    literal = GridAttention(4, embed_dim=None, normalize="none")  # the paper's form: V = resized features
     resized = _numpy(ops.image.resize(features, (4, 4)))
     np.testing.assert_allclose(_numpy(literal(features)), resized, atol=1e-6)
     assert literal.projection is None and GridAttention(4, embed_dim=0).projection is None
     np.testing.assert_allclose(_numpy(literal.gamma), 1.0)
-    # normalised (the default): centred over the cells, unit RMS per grid vector
-    normalised = _numpy(GridAttention(4, embed_dim=None)(features))
+    # "vector": centred over the cells, unit RMS per grid vector
     centred = resized - resized.mean(axis=(1, 2), keepdims=True)
+    normalised = _numpy(GridAttention(4, embed_dim=None, normalize="vector")(features))
     rms = np.sqrt(np.mean(centred ** 2, axis=-1, keepdims=True))
     np.testing.assert_allclose(normalised, centred / rms, rtol=1e-4, atol=1e-4)
-    # adding the same vector to every cell (the scene) changes nothing
-    shifted = _numpy(GridAttention(4, embed_dim=None)(features + 5.0 * _random((2, 1, 1, CHANNELS))))
-    np.testing.assert_allclose(shifted, normalised, rtol=1e-3, atol=1e-3)
+    # "image": centred, one RMS per image (the cells' relative norms are kept)
+    per_image = _numpy(GridAttention(4, embed_dim=None, normalize="image")(features))
+    rms = np.sqrt(np.mean(centred ** 2, axis=(1, 2, 3), keepdims=True))
+    np.testing.assert_allclose(per_image, centred / rms, rtol=1e-4, atol=1e-4)
+    # adding the same vector to every cell (the scene) changes neither
+    shift = 5.0 * _random((2, 1, 1, CHANNELS))
+    for mode, expected in (("vector", normalised), ("image", per_image)):
+        shifted = _numpy(GridAttention(4, embed_dim=None, normalize=mode)(features + shift))
+        np.testing.assert_allclose(shifted, expected, rtol=1e-3, atol=1e-3)
+    assert GridAttention(4, normalize=True).normalize == "vector" and GridAttention(4, normalize=False).normalize == "none"
+    with pytest.raises(ValueError, match="normalize"):
+        GridAttention(4, normalize="layer")
     np.testing.assert_allclose(np.sqrt(np.mean(normalised ** 2, axis=-1)), 1.0, rtol=1e-4)
 
 
-def test_normalised_attention_is_bounded_and_ignores_the_feature_scale():
-    """Unit-RMS V: |logit| <= gamma * sqrt(d), the same maps for features x1 and x1000.
+@pytest.mark.parametrize("mode", ["vector", "image"])
+def test_normalised_attention_ignores_the_feature_scale(mode):
+    """The same maps for features x1 and x1000; "vector": |logit| <= gamma * sqrt(d).
 
     Unnormalised, features of std 3-9 (an ImageNet backbone) gave logits of
     100-900 at initialisation; this is the property that prevents it.
     """
     grid, dim, out_size = 4, 8, (6, 6)
-    layer = GridAttention(grid, embed_dim=dim)
+    layer = GridAttention(grid, embed_dim=dim, normalize=mode)
     features = _random((2, 9, 9, CHANNELS))
     small = layer(features)
     cells = np.tile(np.arange(grid * grid, dtype="int32")[None], (2, 1))
     logits = _numpy(layer.gather_logits(small, cells, out_size))
     large = _numpy(layer.gather_logits(layer(1000.0 * features), cells, out_size))
     np.testing.assert_allclose(large, logits, rtol=1e-3, atol=1e-3)
-    assert np.abs(logits).max() <= math.sqrt(dim) + 1e-4
-    # self-similarity is the bound: V_k . V_k / sqrt(d) = d / sqrt(d)
     self_map = _numpy(layer.attention_map(small))
-    for k in range(grid * grid):
-        i, j = divmod(k, grid)
-        np.testing.assert_allclose(self_map[:, i, j, k], math.sqrt(dim), rtol=1e-4)
-    unnormalised = GridAttention(grid, embed_dim=dim, normalize=False)
+    self_similarity = np.stack([self_map[:, i, j, i * grid + j] for i in range(grid) for j in range(grid)], -1)
+    if mode == "vector":  # self-similarity is the bound: V_k . V_k / sqrt(d) = d / sqrt(d)
+        assert np.abs(logits).max() <= math.sqrt(dim) + 1e-4
+        np.testing.assert_allclose(self_similarity, math.sqrt(dim), rtol=1e-4)
+    else:  # the mean self-similarity is sqrt(d): mean ||V_k||^2 = d
+        np.testing.assert_allclose(self_similarity.mean(axis=-1), math.sqrt(dim), rtol=1e-4)
+    unnormalised = GridAttention(grid, embed_dim=dim, normalize="none")
     unnormalised.build(features.shape)
     unnormalised.projection.kernel.assign(layer.projection.kernel)
     raw = _numpy(unnormalised.gather_logits(unnormalised(1000.0 * features), cells, out_size))
@@ -245,7 +256,7 @@ def test_attention_channel_k_and_mask_channel_k_mean_the_same_cell():
     grid, cell_px = 3, 4
     cells = grid * grid
     one_hot = np.eye(cells, dtype="float32").reshape(1, grid, grid, cells)  # V_{i*S+j} = e_{i*S+j}
-    attention = GridAttention(grid, embed_dim=None, normalize=False)
+    attention = GridAttention(grid, embed_dim=None, normalize="none")
     vectors = _numpy(attention(one_hot))
     np.testing.assert_allclose(vectors, one_hot, atol=1e-6)  # resize S -> S is the identity
     attention_map = _numpy(attention.attention_map(vectors))[0]
@@ -274,14 +285,15 @@ def test_attention_channel_k_and_mask_channel_k_mean_the_same_cell():
 
 
 def test_grid_attention_config_and_keras_roundtrip(tmp_path):
-    _assert_config_has_every_arg(GridAttention, {"grid": 5, "embed_dim": 12, "gamma_init": 0.25, "normalize": True})
+    _assert_config_has_every_arg(GridAttention, {"grid": 5, "embed_dim": 12, "gamma_init": 0.25,
+                                                 "normalize": "image"})
     _assert_config_has_every_arg(GridAttention, {"grid": 2, "embed_dim": None, "gamma_init": 1.0,
-                                                 "normalize": False})
+                                                 "normalize": "none"})
     # a config saved before `normalize` existed keeps the unnormalised behaviour
     old = GridAttention(3, embed_dim=4).get_config()
     del old["normalize"]
-    assert GridAttention.from_config(old).normalize is False
-    assert GridAttention.from_config(GridAttention(3).get_config()).normalize is True
+    assert GridAttention.from_config(old).normalize == "none"
+    assert GridAttention.from_config(GridAttention(3, normalize="image").get_config()).normalize == "image"
     inputs = keras.Input((8, 6, CHANNELS))
     model = keras.Model(inputs, GridAttention(3, embed_dim=4, gamma_init=0.3)(inputs))
     _randomise(model.weights)

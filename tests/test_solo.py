@@ -121,7 +121,7 @@ def test_model_saved_before_attention_normalize_loads_unnormalised(tmp_path, tin
     import zipfile
 
     images, _ = tiny_batch
-    old = builders.build_model(tiny_config(None, "model.attention_normalize=false"))
+    old = builders.build_model(tiny_config(None, "model.attention_normalize=none"))
     path = str(tmp_path / "old.keras")
     old.save(path)
     stripped = str(tmp_path / "stripped.keras")
@@ -130,15 +130,15 @@ def test_model_saved_before_attention_normalize_loads_unnormalised(tmp_path, tin
             data = src.read(item)
             if item.filename == "config.json":
                 config = json.loads(data)
-                assert config["config"].pop("attention_normalize") is False
+                assert config["config"].pop("attention_normalize") == "none"
                 data = json.dumps(config).encode()
             dst.writestr(item, data)
     loaded = load_model(stripped)
-    assert loaded.attention_normalize is False and not loaded.attentions[0].normalize
+    assert loaded.attention_normalize == "none" and loaded.attentions[0].normalize == "none"
     a, b = old(images[:1]), loaded(images[:1])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(a["grid_embed_0"]),
                                keras.ops.convert_to_numpy(b["grid_embed_0"]), rtol=1e-5, atol=1e-5)
-    assert builders.build_model(tiny_config(None)).attentions[0].normalize  # new models: on
+    assert builders.build_model(tiny_config(None)).attentions[0].normalize != "none"  # new models: on
 
 
 def test_ablation_variants_differ_only_in_params(tiny_batch):

@@ -2,8 +2,9 @@
 
 For the edge preset on two Cityscapes training frames, per level: the mask
 branch's logits (1x1 kernel columns of 16 evenly spaced cells) and the
-attention branch's logits for the same cells, with and without unit-RMS
-grid vectors (`model.attention_normalize`), ImageNet vs random backbone.
+attention branch's logits for the same cells, with the
+grid vectors normalised three ways (`model.attention_normalize`: none,
+vector, image), ImageNet vs random backbone.
 
     python docs/measure/attention_scale.py   (needs data/cityscapes5, see RESULTS.md)
 """
@@ -25,7 +26,7 @@ def main():
     print("| backbone | normalize | level (S) | mask logits std | attention logits mean / std / max | V std |")
     print("|---|---|---|---|---|---|")
     for weights in ("imagenet", "none"):
-        for normalize in ("false", "true"):
+        for normalize in ("none", "vector", "image"):
             keras.utils.set_random_seed(0)
             config = load_config("training/edge.yaml", [f"model.backbone_weights={weights}",
                                                          f"model.attention_normalize={normalize}"])

@@ -24,7 +24,7 @@ What, step by step, for one pyramid level with grid number S:
    small d makes the dot products cheap. `embed_dim=None` (or 0) skips it: V is the resized feature
    itself, the paper's literal form.
 
-   Normalisation (our addition, `normalize=True`). V is centred over the
+   Normalisation (our addition, `normalize="vector"`). V is centred over the
    image's S x S cells (the mean grid vector is subtracted) and each V_k is
    divided by its root mean square, so its entries have unit RMS and
    ||V_k||^2 = d. Without it the branch's size follows the features' size,
@@ -41,6 +41,10 @@ What, step by step, for one pyramid level with grid number S:
    cells share (the scene): uncentred, the cosines of a from-scratch
    backbone were all about 0.8, i.e. +4 on every mask logit; centred, the
    attention logits have mean 0 and std 1.3-2.3 at initialisation.
+   `normalize="image"` divides by one RMS per image instead (the cells'
+   relative norms are kept, so the logits are not bounded per cell);
+   measured against "vector" it was no better (docs/RESULTS.md), so
+   "vector" is the default. `normalize="none"` is the paper's literal form.
 
 3. The attention map (eq. (3)). Every cell's vector is dot-multiplied with the
    vector at every location:
@@ -91,6 +95,18 @@ import keras
 from keras import ops
 
 _EPSILON = 1e-6  # keeps rsqrt finite for an all-zero grid vector
+NORMALIZE_MODES = ("none", "vector", "image")
+
+
+def normalize_mode(value):
+    """`normalize` argument -> one of NORMALIZE_MODES (True = "vector", False = "none")."""
+    if value is True:
+        return "vector"
+    if value is False or value is None:
+        return "none"
+    if value not in NORMALIZE_MODES:
+        raise ValueError(f"`normalize` must be one of {NORMALIZE_MODES}, got {value!r}")
+    return value
 
 
 @keras.saving.register_keras_serializable(package="keras_solo")
@@ -104,10 +120,13 @@ class GridAttention(keras.layers.Layer):
             Defaults to 64.
         gamma_init: initial value of the learned residual gain gamma.
             Defaults to 1.0.
-        normalize: centre the grid vectors over the cells and divide each
-            by its RMS (unit-RMS entries), which bounds the attention logits
-            by gamma * sqrt(d) whatever the features' scale. Defaults to True; models saved before this
-            option existed load with False (their behaviour).
+        normalize: "vector": centre the grid vectors over the cells and
+            divide each by its RMS (unit-RMS entries), which bounds the
+            attention logits by gamma * sqrt(d) whatever the features'
+            scale; "image": centre, then one RMS per image; "none": raw
+            (the paper). True / False mean "vector" / "none". Defaults to
+            "vector"; models saved before this option existed load with
+            "none" (their behaviour).
 
     Call:
         features: `(batch, h, w, c)`, the level's features.
@@ -116,7 +135,7 @@ class GridAttention(keras.layers.Layer):
         V, `(batch, S, S, d)`: the grid vectors (cell k = i * S + j at [i, j]).
     """
 
-    def __init__(self, grid, embed_dim=64, gamma_init=1.0, normalize=True, **kwargs):
+    def __init__(self, grid, embed_dim=64, gamma_init=1.0, normalize="vector", **kwargs):
         super().__init__(**kwargs)
         if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
             raise ValueError(f"`grid` must be a positive int, got {grid!r}")
@@ -126,7 +145,7 @@ class GridAttention(keras.layers.Layer):
         self.grid = grid
         self.embed_dim = embed_dim
         self.gamma_init = gamma_init
-        self.normalize = bool(normalize)
+        self.normalize = normalize_mode(normalize)
         # A bias-free 1x1 conv: V stays a linear function of the features.
         self.projection = keras.layers.Conv2D(embed_dim, 1, use_bias=False, dtype=self.dtype_policy,
                                               name="projection") if embed_dim else None
@@ -140,13 +159,17 @@ class GridAttention(keras.layers.Layer):
     def call(self, features):
         grid_features = ops.image.resize(features, (self.grid, self.grid), interpolation="bilinear")  # (B, S, S, c)
         vectors = grid_features if self.projection is None else self.projection(grid_features)  # (B, S, S, d)
-        if self.normalize:
+        if self.normalize != "none":
             # in float32: squares of large activations overflow float16
             wide = ops.cast(vectors, "float32")
             # centre over the image's cells: what all cells share (the scene) drops out
             wide = wide - ops.mean(wide, axis=(1, 2), keepdims=True)
-            # unit-RMS entries: V_k . V_k = d, so scale * V_k . V_x = sqrt(d) * cos(V_k, V_x)
-            mean_square = ops.mean(ops.square(wide), axis=-1, keepdims=True)
+            if self.normalize == "vector":
+                # unit-RMS entries per vector: scale * V_k . V_x = sqrt(d) * cos(V_k, V_x)
+                mean_square = ops.mean(ops.square(wide), axis=-1, keepdims=True)
+            else:
+                # one scale per image: unit RMS over all cells, relative norms kept
+                mean_square = ops.mean(ops.square(wide), axis=(1, 2, 3), keepdims=True)
             vectors = ops.cast(wide * ops.rsqrt(mean_square + _EPSILON), vectors.dtype)
         return vectors  # V_{i*S+j} at [i, j]
 
@@ -223,5 +246,5 @@ class GridAttention(keras.layers.Layer):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config.setdefault("normalize", False)  # saved before the option existed: unnormalised
+        config.setdefault("normalize", "none")  # saved before the option existed: unnormalised
         return cls(**config)

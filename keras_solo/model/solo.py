@@ -47,7 +47,7 @@ def _sum_over_replicas(value):
 from keras_solo import losses as solo_losses
 from keras_solo import postprocess
 from keras_solo import targets as solo_targets
-from keras_solo.model.attention import GridAttention
+from keras_solo.model.attention import GridAttention, normalize_mode
 from keras_solo.model.backbone import build_backbone
 from keras_solo.model.fpn import FPN
 from keras_solo.model.heads import CellMaskKernel, SOLOHead
@@ -110,8 +110,9 @@ class SOLO(keras.Model):
         attention_dim: projection width of V (0 = raw features, the paper's
             literal form).
         attention_gamma_init: initial residual gain of the attention branch.
-        attention_normalize: unit-RMS grid vectors (see `GridAttention`);
-            models saved without this key load with False.
+        attention_normalize: "vector" | "image" | "none", how the grid
+            vectors are normalised (see `GridAttention`); models saved
+            without this key load with "none".
         prior_prob: focal prior of the category bias.
         scale_ranges: per level (lo, hi) on sqrt(box area) in input pixels.
         center_sigma: centre region ratio.
@@ -141,7 +142,7 @@ class SOLO(keras.Model):
         use_attention=True,
         attention_dim=64,
         attention_gamma_init=1.0,
-        attention_normalize=True,
+        attention_normalize="vector",
         prior_prob=0.01,
         scale_ranges=((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048)),
         center_sigma=0.2,
@@ -180,7 +181,7 @@ class SOLO(keras.Model):
         self.use_attention = bool(use_attention)
         self.attention_dim = int(attention_dim)
         self.attention_gamma_init = float(attention_gamma_init)
-        self.attention_normalize = bool(attention_normalize)
+        self.attention_normalize = normalize_mode(attention_normalize)
         self.prior_prob = prior_prob
         self.scale_ranges = tuple(tuple(float(v) for v in r) for r in scale_ranges)
         self.center_sigma = center_sigma
@@ -453,7 +454,7 @@ class SOLO(keras.Model):
         config = dict(config)
         for key in ("trainable", "dtype"):
             config.pop(key, None)
-        config.setdefault("attention_normalize", False)  # saved before the option existed: unnormalised
+        config.setdefault("attention_normalize", "none")  # saved before the option existed: unnormalised
         return cls(**config)
 
 
