@@ -36,6 +36,18 @@ def test_mobilenetv3_backbone_strides():
     assert not any("squeeze_excite" in layer.name for layer in backbone.layers)
 
 
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenetv3"])
+def test_from_scratch_activations_do_not_vanish(name):
+    """With Keras' Glorot default C5 had std 5e-12 (EfficientNet-Lite0) / 2e-9
+    (MobileNetV3) at initialisation; He fan-out init keeps the signal."""
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone(name, input_shape=(128, 128, 3), weights="none")
+    image = np.random.default_rng(0).uniform(0, 255, (1, 128, 128, 3)).astype("float32")
+    features = backbone(image)
+    for key in ("C2", "C3", "C4", "C5"):
+        assert float(np.std(ops.convert_to_numpy(features[key]))) > 0.05, key
+
+
 def test_unknown_backbone_lists_valid_names():
     with pytest.raises(SoloError) as error:
         build_backbone("resnet5O", input_shape=(64, 64, 3))
