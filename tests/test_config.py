@@ -105,3 +105,12 @@ def test_save_round_trip(tmp_path):
 def test_yaml_is_never_executed(tmp_path):
     msg = _error(tmp_path, "model: !!python/object/apply:os.system ['echo hacked']\n")
     assert "not valid YAML" in msg
+
+
+def test_attention_normalize_choices():
+    assert load_config(None).model.attention_normalize == "vector"
+    assert load_config(None, ["model.attention_normalize=none"]).model.attention_normalize == "none"
+    with pytest.raises(SoloError, match="model.attention_normalize: must be none, vector or image, got 'layer'"):
+        load_config(None, ["model.attention_normalize=layer"])
+    with pytest.raises(SoloError, match="model.attention_normalize: expected a string, got True"):
+        load_config(None, ["model.attention_normalize=true"])
