@@ -222,6 +222,8 @@ def build_parser():
     p.add_argument("--imgsz", type=_size, default=None, help="input WxH (default: the model's)")
     p.add_argument("--calib-data", default=None,
                    help="COCO JSON for int8 calibration (default: data.train_json of the run's config.yaml)")
+    p.add_argument("--calib-root", default=None,
+                   help="image folder the --calib-data file names are relative to (default: the JSON's folder)")
     p.add_argument("--calib-images", type=int, default=None, help="int8 calibration images (default: 100)")
     p.add_argument("--top-k", type=int, default=None,
                    help="candidate cells over all levels (default: export.top_k of the run's config.yaml, else 100)")

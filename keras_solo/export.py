@@ -740,7 +740,7 @@ def export_command(args):
     """`keras-solo export`: see the module docstring."""
     from keras_solo.builders import resolve_path
     from keras_solo.config import ExportConfig, config_from_dict, config_to_dict
-    from keras_solo.data.coco import load_coco
+    from keras_solo.data.coco import check_image_files, load_coco
     from keras_solo.model.solo import load_model
 
     run_config = _run_config(args.model)
@@ -763,7 +763,9 @@ def export_command(args):
     calibration = calibration_info = None
     if quant == "int8":
         calib_json = args.calib_data
-        image_root = None
+        image_root = getattr(args, "calib_root", None)
+        if calib_json is None and image_root is not None:
+            raise SoloError("--calib-root needs --calib-data (the JSON whose file names it resolves)")
         if calib_json is None and run_config is not None:
             calib_json = resolve_path(run_config.data.train_json, os.path.dirname(os.path.abspath(args.model)))
             image_root = run_config.data.train_images or None
@@ -771,6 +773,7 @@ def export_command(args):
             raise SoloError("--quant int8 needs --calib-data FILE.json (training images, COCO JSON); "
                             "no config.yaml next to the model names one")
         coco = load_coco(calib_json, image_root, class_names=model.class_names)
+        check_image_files(coco)  # a missing or broken image: one line now, not a TF error mid-conversion
         count = min(export_config.calib_images, len(coco.records))
         calibration = lambda: calibration_images(coco, model.input_size, count)  # noqa: E731
         calibration_info = {"data": os.path.abspath(calib_json), "images": count,

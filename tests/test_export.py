@@ -382,6 +382,30 @@ def test_cli_export_int8_with_calibration_then_refuses_overwrite(art, tmp_path, 
     assert err == f"error: {out}: already exists; use --overwrite or another --out"
 
 
+def test_cli_calib_root_resolves_images_kept_elsewhere(art, tmp_path, capsys):
+    """--calib-data in one folder, its images in another: --calib-root joins them."""
+    import shutil
+
+    from keras_solo.cli import main
+
+    elsewhere = tmp_path / "annotations"
+    elsewhere.mkdir()
+    calib_json = str(elsewhere / "instances_train.json")
+    shutil.copyfile(os.path.join(art["data"], "instances_train.json"), calib_json)
+    out = str(tmp_path / "root_int8.tflite")
+    base = ["export", "--model", art["model_path"], "--format", "tflite", "--quant", "int8",
+            "--calib-images", "2", "--top-k", "10", "--out", out]
+    assert main(base + ["--calib-data", calib_json]) == 2  # the images are not next to the JSON
+    assert capsys.readouterr().err.strip().startswith(f"error: {calib_json}")
+    assert not os.path.exists(out)
+    assert main(base + ["--calib-data", calib_json, "--calib-root", art["data"]]) == 0
+    assert json.load(open(out + ".json"))["calibration"]["images"] == 2
+    capsys.readouterr()
+    assert main(base + ["--calib-root", art["data"], "--overwrite"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --calib-root needs --calib-data (the JSON whose file names it resolves)")
+
+
 def test_evaluate_exported_matches_keras_engine(art):
     from keras_solo.benchmark import evaluate_exported, keras_engine, make_engine
     from keras_solo.data.coco import load_coco
