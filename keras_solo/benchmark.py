@@ -164,8 +164,17 @@ def benchmark_command(args):
     engine = None
     if lower.endswith(".keras"):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        runner = load_runner()
         engine = keras_engine(args.model, threads=args.threads, top_k=top_k)
+    coco = None
+    if getattr(args, "data", None):  # read and check the evaluation data before timing anything
+        from keras_solo.data.coco import check_image_files, load_coco
+
+        engine = engine or make_engine(args.model, threads=args.threads)
+        coco = load_coco(args.data, getattr(args, "images", None),
+                         class_names=engine.class_names if engine.class_names else None)
+        check_image_files(coco)
+    if lower.endswith(".keras"):
+        runner = load_runner()
         image = None
         if getattr(args, "source", None):
             from keras_solo.data.coco import read_image
@@ -176,12 +185,7 @@ def benchmark_command(args):
         print(runner.format_benchmark(result))
     else:
         result = _run_runner(args)
-    if getattr(args, "data", None):
-        from keras_solo.data.coco import load_coco
-
-        engine = engine or make_engine(args.model, threads=args.threads)
-        coco = load_coco(args.data, getattr(args, "images", None),
-                         class_names=engine.class_names if engine.class_names else None)
+    if coco is not None:
         start = time.perf_counter()
         metrics = evaluate_exported(engine, coco, limit=getattr(args, "limit", 0) or 0)
         result["eval"] = {"data": os.path.abspath(args.data), "segm": metrics["segm"], "bbox": metrics["bbox"],

@@ -222,3 +222,11 @@ def test_keras_solo_benchmark_calls_the_runner(art, tmp_path, capsys):
     assert "latency ms" in printed and "mask AP" in printed
     assert main(["benchmark", str(tmp_path / "nope.tflite")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope.tflite'}: no such model file"
+    # evaluation data whose images are missing fails up front, before any timing
+    moved = tmp_path / "moved" / "instances_val.json"
+    moved.parent.mkdir()
+    moved.write_text(json.dumps(val))
+    assert main(["benchmark", exported(art, "onnx"), "--runs", "1", "--data", str(moved)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().startswith(f"error: {moved}: image ") and "image file not found" in captured.err
+    assert "latency ms" not in captured.out
