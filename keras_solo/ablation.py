@@ -80,6 +80,11 @@ def plot_tables(results, path):
 VARIANT_KEYS = tuple(key for key, _, _ in VARIANTS)
 
 
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def run_ablation(config, out_dir, *, seeds=1, overwrite=False, variants=None, verbose=None):
     """Trains and evaluates every variant x seed; returns {variant: [segm metrics]}.
 
@@ -110,10 +115,7 @@ def run_ablation(config, out_dir, *, seeds=1, overwrite=False, variants=None, ve
         if key not in variants:
             kept = [os.path.join(out_dir, key, f"seed{seed}", "metrics.json") for seed in range(seeds)]
             if all(os.path.exists(path) for path in kept):
-                results[key] = []
-                for path in kept:
-                    with open(path) as f:
-                        results[key].append(json.load(f)["segm"])
+                results[key] = [_read_json(path)["segm"] for path in kept]
             continue
         results[key] = []
         for seed in range(seeds):
@@ -121,8 +123,7 @@ def run_ablation(config, out_dir, *, seeds=1, overwrite=False, variants=None, ve
             run_dir = os.path.join(out_dir, key, f"seed{seed}")
             metrics_path = os.path.join(run_dir, "metrics.json")
             if os.path.exists(metrics_path) and not overwrite:
-                with open(metrics_path) as f:
-                    metrics = json.load(f)
+                metrics = _read_json(metrics_path)
             else:
                 print(f"== {title} seed {seed} -> {run_dir}", flush=True)
                 if overwrite or not os.path.exists(os.path.join(run_dir, "DONE")):

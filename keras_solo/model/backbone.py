@@ -34,7 +34,8 @@ import os
 import keras
 
 from keras_solo.errors import SoloError
-from keras_solo.model.efficientnet_lite import conv_kernel_initializer, efficientnet_lite0_features, imagenet_weights_path, load_torch_weights
+from keras_solo.model.efficientnet_lite import (conv_kernel_initializer, efficientnet_lite0_features,
+                                                imagenet_weights_path, load_torch_weights)
 from keras_solo.model.layers import ConvNormAct, ImageNormalize
 
 FEATURE_NAMES = ("C2", "C3", "C4", "C5")
