@@ -32,6 +32,7 @@ def model_kwargs(config):
         head_convs=m.head_convs,
         head_channels=m.head_channels,
         norm_groups=m.norm_groups,
+        head_norm=m.head_norm,
         use_coords=m.use_coords,
         use_attention=m.use_attention,
         attention_dim=m.attention_dim,

@@ -59,6 +59,9 @@ class ModelConfig:
     head_convs: int = 7  # paper Sec. 3.2: 7 conv groups per branch
     head_channels: int = 256  # SOLO reference width
     norm_groups: int = 32  # GroupNorm groups (SOLO reference)
+    # Head tower norm: "group" (paper, SOLO reference) or "batch" (one
+    # BatchNorm per level, shared convs; folds into the convs at export).
+    head_norm: str = "group"
     use_coords: bool = True  # CoordConv channels, eq. (1)
     use_attention: bool = True  # grid attention branch, Sec. 3.3-3.4
     # Learned projection of V before the dot product; 0 = the paper's raw
@@ -112,6 +115,8 @@ class ModelConfig:
         _check(self.fpn_channels % self.norm_groups == 0, "model.norm_groups",
                f"{self.norm_groups} must divide model.fpn_channels ({self.fpn_channels})")
         _check(self.head_convs >= 0, "model.head_convs", "must be >= 0")
+        _check(self.head_norm in ("group", "batch"), "model.head_norm",
+               f"must be group or batch, got {self.head_norm!r}")
         _check(self.attention_dim >= 0, "model.attention_dim", "must be >= 0")
         _check(self.attention_normalize in ("none", "vector", "image"), "model.attention_normalize",
                f"must be none, vector or image, got {self.attention_normalize!r}")

@@ -147,12 +147,14 @@ def serving_function(model, *, top_k):
         with tf.name_scope(NETWORK_SCOPE):
             outputs = model(images, training=False)
         with tf.name_scope("decode"):
-            cand = model.candidates(outputs, num_per_level=plan["per_level"])
-            decoded = postprocess.decode(
-                cand["mask_probs"], cand["scores"], cand["labels"], cand["valid"],
-                mask_thr=model.mask_thr, update_thr=model.update_thr,
-                max_per_img=plan["max_detections"], kernel=model.nms_kernel,
-                sigma=model.nms_sigma, min_area=cand["min_area"])
+            with tf.name_scope("candidates"):
+                cand = model.candidates(outputs, num_per_level=plan["per_level"])
+            with tf.name_scope("nms"):
+                decoded = postprocess.decode(
+                    cand["mask_probs"], cand["scores"], cand["labels"], cand["valid"],
+                    mask_thr=model.mask_thr, update_thr=model.update_thr,
+                    max_per_img=plan["max_detections"], kernel=model.nms_kernel,
+                    sigma=model.nms_sigma, min_area=cand["min_area"])
         return {name: decoded[name] for name in OUTPUT_NAMES}
 
     return serve

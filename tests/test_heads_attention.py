@@ -96,17 +96,34 @@ def test_solo_head_rejects_wrong_level_count():
         _tiny_head()([_random((1, 8, 8, CHANNELS))])
 
 
-def test_solo_head_config_and_keras_roundtrip(tmp_path):
+@pytest.mark.parametrize("norm", ["group", "batch"])
+def test_solo_head_config_and_keras_roundtrip(tmp_path, norm):
     _assert_config_has_every_arg(SOLOHead, {
         "num_classes": 3, "grids": (5, 2), "head_convs": 1, "head_channels": 8, "norm_groups": 2,
-        "use_coords": False, "prior_prob": 0.05})
+        "use_coords": False, "prior_prob": 0.05, "norm": norm})
     inputs = [keras.Input((16, 16, CHANNELS)), keras.Input((8, 8, CHANNELS))]
-    model = keras.Model(inputs, _tiny_head()(inputs))
+    model = keras.Model(inputs, _tiny_head(norm=norm)(inputs))
     _randomise(model.weights)
     data = [_random((2, 16, 16, CHANNELS)), _random((2, 8, 8, CHANNELS), seed=1)]
     loaded = _roundtrip(tmp_path, model)
     for want, got in zip(keras.tree.flatten(model(data)), keras.tree.flatten(loaded(data))):
         np.testing.assert_allclose(_numpy(got), _numpy(want), rtol=1e-4, atol=1e-4)
+
+
+def test_solo_head_batch_norm_is_per_level_and_shares_convs():
+    head = _tiny_head(norm="batch", head_convs=2)
+    features = [_random((4, 16, 16, CHANNELS)), _random((4, 8, 8, CHANNELS), seed=1) * 5.0 + 3.0]
+    head(features, training=True)
+    assert len(head.cate_convs) == 2 and len(head.cate_norms) == 2 * 2 == len(head.mask_norms)
+    assert not any("norm" in w.path for w in head.weights if "conv" in w.path)  # no GroupNorm
+    for bn in head.cate_norms + head.mask_norms:
+        bn.momentum = 0.0  # moving statistics = the last batch's
+    head(features, training=True)
+    # Level 1's features are 5x larger and shifted: its BatchNorm must hold its own statistics.
+    level0, level1 = head.mask_norms[0], head.mask_norms[2]
+    assert not np.allclose(_numpy(level0.moving_variance), _numpy(level1.moving_variance), rtol=0.5)
+    with pytest.raises(ValueError, match="norm"):
+        _tiny_head(norm="layer")
 
 
 # CellMaskKernel --------------------------------------------------------------

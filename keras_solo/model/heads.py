@@ -3,11 +3,17 @@
 Two branches, their towers shared by all pyramid levels:
 
 - category: the level's features resized to S x S (one cell per grid cell),
-  `head_convs` x (3x3 conv, GN, ReLU), then a 3x3 conv to C class logits:
+  `head_convs` x (3x3 conv, norm, ReLU), then a 3x3 conv to C class logits:
   output `(batch, S, S, C)`.
 - mask: the features plus two coordinate channels (eq. (1)),
-  `head_convs` x (3x3 conv, GN, ReLU), then bilinear 2x upsampling: the mask
+  `head_convs` x (3x3 conv, norm, ReLU), then bilinear 2x upsampling: the mask
   features F `(batch, 2h, 2w, E)`.
+
+The norm is GroupNorm (`norm="group"`, the paper and SOLO reference) or
+BatchNorm (`norm="batch"`): the convs stay shared by all levels and each
+level gets its own BatchNorm, as EfficientDet's shared heads do, because the
+levels' statistics differ. BatchNorm folds into the convs when exported,
+where int8 GroupNorm is a chain of MEAN / SUB / MUL / RSQRT ops per conv.
 
 The mask branch's last 1x1 conv (E -> S^2 channels, one mask per grid cell,
 channel k = i * S + j) is per level and lives in `CellMaskKernel`, so that
@@ -29,6 +35,8 @@ from keras import ops
 
 from keras_solo.model.layers import ConvNormAct, CoordConcat, _static_hw
 
+NORMS = ("group", "batch")
+
 
 @keras.saving.register_keras_serializable(package="keras_solo")
 class SOLOHead(keras.layers.Layer):
@@ -41,6 +49,8 @@ class SOLOHead(keras.layers.Layer):
         head_convs: conv groups per branch (paper: 7). Defaults to 7.
         head_channels: channels E of the tower convs. Defaults to 256.
         norm_groups: GroupNorm groups. Defaults to 32.
+        norm: "group" (GroupNorm, shared by the levels like the convs) or
+            "batch" (one BatchNorm per level and conv). Defaults to "group".
         use_coords: whether the mask branch gets the coordinate channels of
             eq. (1). Defaults to True.
         prior_prob: initial foreground probability of the category logits;
@@ -58,7 +68,7 @@ class SOLOHead(keras.layers.Layer):
     """
 
     def __init__(self, num_classes, grids=(40, 36, 24, 16, 12), head_convs=7, head_channels=256,
-                 norm_groups=32, use_coords=True, prior_prob=0.01, **kwargs):
+                 norm_groups=32, use_coords=True, prior_prob=0.01, norm="group", **kwargs):
         super().__init__(**kwargs)
         grids = tuple(grids)
         if not grids or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in grids):
@@ -67,6 +77,8 @@ class SOLOHead(keras.layers.Layer):
                                  ("head_channels", head_channels, 1), ("norm_groups", norm_groups, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"`{name}` must be an int >= {low}, got {value!r}")
+        if norm not in NORMS:
+            raise ValueError(f"`norm` must be one of {NORMS}, got {norm!r}")
         if head_channels % norm_groups:
             raise ValueError(f"`norm_groups`={norm_groups} must divide `head_channels`={head_channels}")
         if not 0.0 < prior_prob < 1.0:
@@ -78,10 +90,19 @@ class SOLOHead(keras.layers.Layer):
         self.norm_groups = norm_groups
         self.use_coords = use_coords
         self.prior_prob = prior_prob
+        self.norm = norm
+        group = norm == "group"
 
         def tower(prefix):
-            return [ConvNormAct(head_channels, 3, groups=norm_groups, dtype=self.dtype_policy,
+            return [ConvNormAct(head_channels, 3, groups=norm_groups, use_norm=group,
+                                activation="relu" if group else None, dtype=self.dtype_policy,
                                 name=f"{prefix}_conv_{i}") for i in range(head_convs)]
+
+        def level_norms(prefix):  # index level * head_convs + i
+            if group:
+                return []
+            return [keras.layers.BatchNormalization(dtype=self.dtype_policy, name=f"{prefix}_bn_{level}_{i}")
+                    for level in range(len(grids)) for i in range(head_convs)]
 
         self.cate_convs = tower("cate")
         self.cate_output = keras.layers.Conv2D(
@@ -91,6 +112,8 @@ class SOLOHead(keras.layers.Layer):
             dtype=self.dtype_policy, name="cate_output")
         self.coords = CoordConcat(dtype=self.dtype_policy, name="coords") if use_coords else None
         self.mask_convs = tower("mask")
+        self.cate_norms = level_norms("cate")
+        self.mask_norms = level_norms("mask")
 
     def build(self, level_features_shape):
         shapes = list(level_features_shape)
@@ -109,22 +132,29 @@ class SOLOHead(keras.layers.Layer):
         for conv in self.mask_convs:
             conv.build(shape)
             shape = (None, None, None, self.head_channels)
+        for bn in self.cate_norms + self.mask_norms:
+            bn.build((None, None, None, self.head_channels))
 
-    def call(self, level_features):
+    def _tower(self, convs, norms, level, x, training):
+        for i, conv in enumerate(convs):
+            x = conv(x)
+            if norms:
+                x = ops.relu(norms[level * len(convs) + i](x, training=training))
+        return x
+
+    def call(self, level_features, training=None):
         if len(level_features) != len(self.grids):
             raise ValueError(f"SOLOHead got {len(level_features)} levels but `grids` has {len(self.grids)}")
         outputs = []
-        for features, grid in zip(level_features, self.grids):
+        for level, (features, grid) in enumerate(zip(level_features, self.grids)):
             height, width = _static_hw(features.shape, "SOLOHead")
             # Category branch: one feature vector per grid cell.
             cate_features = ops.image.resize(features, (grid, grid), interpolation="bilinear")  # (B, S, S, c)
-            for conv in self.cate_convs:
-                cate_features = conv(cate_features)
+            cate_features = self._tower(self.cate_convs, self.cate_norms, level, cate_features, training)
             cate_logits = self.cate_output(cate_features)  # (B, S, S, C)
             # Mask branch: CoordConv (eq. (1)), tower, 2x upsampling.
             mask_features = self.coords(features) if self.coords is not None else features
-            for conv in self.mask_convs:
-                mask_features = conv(mask_features)
+            mask_features = self._tower(self.mask_convs, self.mask_norms, level, mask_features, training)
             mask_features = ops.image.resize(mask_features, (2 * height, 2 * width),
                                              interpolation="bilinear")  # (B, 2h, 2w, E)
             outputs.append((cate_logits, mask_features))
@@ -140,6 +170,7 @@ class SOLOHead(keras.layers.Layer):
             "norm_groups": self.norm_groups,
             "use_coords": self.use_coords,
             "prior_prob": self.prior_prob,
+            "norm": self.norm,
         })
         return config
 

@@ -105,6 +105,8 @@ class SOLO(keras.Model):
         grids: S per level.
         head_resize: "reference" | "none".
         head_convs, head_channels, norm_groups: head tower shape.
+        head_norm: "group" (GroupNorm, the paper's) | "batch" (per-level
+            BatchNorm, folds into the convs at export).
         use_coords: CoordConv channels in the mask branch (eq. (1)).
         use_attention: the grid attention branch.
         attention_dim: projection width of V (0 = raw features, the paper's
@@ -138,6 +140,7 @@ class SOLO(keras.Model):
         head_convs=7,
         head_channels=256,
         norm_groups=32,
+        head_norm="group",
         use_coords=True,
         use_attention=True,
         attention_dim=64,
@@ -177,6 +180,7 @@ class SOLO(keras.Model):
         self.head_convs = head_convs
         self.head_channels = head_channels
         self.norm_groups = norm_groups
+        self.head_norm = head_norm
         self.use_coords = bool(use_coords)
         self.use_attention = bool(use_attention)
         self.attention_dim = int(attention_dim)
@@ -210,7 +214,7 @@ class SOLO(keras.Model):
                                for i, size in enumerate(self.head_sizes)]
         self.head = SOLOHead(
             num_classes=self.num_classes, grids=self.grids, head_convs=head_convs,
-            head_channels=head_channels, norm_groups=norm_groups, use_coords=self.use_coords,
+            head_channels=head_channels, norm_groups=norm_groups, norm=head_norm, use_coords=self.use_coords,
             prior_prob=prior_prob, name="solo_head")
         self.mask_kernels = [CellMaskKernel(grid=s, name=f"mask_kernel_{i}") for i, s in enumerate(self.grids)]
         self.attentions = []
@@ -370,13 +374,14 @@ class SOLO(keras.Model):
             probs = ops.reshape(probs, (-1, s * s, self.num_classes))
             level_scores, level_labels, cell_index, level_valid = postprocess.select_candidates(
                 probs, score_thr=self.score_thr, k=k)
-            logits = ops.cast(self.cell_mask_logits(outputs, level, cell_index), "float32")
-            probs_l = ops.sigmoid(logits)
-            hm, wm = self.mask_sizes[level]
-            if (hm, wm) != tuple(finest):
-                stacked = ops.transpose(probs_l, (0, 2, 3, 1))  # (B, Hm, Wm, k)
-                stacked = ops.image.resize(stacked, finest, interpolation="bilinear")
-                probs_l = ops.transpose(stacked, (0, 3, 1, 2))
+            with keras.name_scope("masks"):
+                logits = ops.cast(self.cell_mask_logits(outputs, level, cell_index), "float32")
+                probs_l = ops.sigmoid(logits)
+                hm, wm = self.mask_sizes[level]
+                if (hm, wm) != tuple(finest):
+                    stacked = ops.transpose(probs_l, (0, 2, 3, 1))  # (B, Hm, Wm, k)
+                    stacked = ops.image.resize(stacked, finest, interpolation="bilinear")
+                    probs_l = ops.transpose(stacked, (0, 3, 1, 2))
             scores.append(level_scores)
             labels.append(level_labels)
             valids.append(level_valid)
@@ -426,6 +431,7 @@ class SOLO(keras.Model):
             "head_convs": self.head_convs,
             "head_channels": self.head_channels,
             "norm_groups": self.norm_groups,
+            "head_norm": self.head_norm,
             "use_coords": self.use_coords,
             "use_attention": self.use_attention,
             "attention_dim": self.attention_dim,
