@@ -53,6 +53,8 @@ def model_kwargs(config):
         max_per_img=e.max_per_img,
         nms_kernel=e.nms_kernel,
         nms_sigma=e.nms_sigma,
+        nms_pool=e.nms_pool,
+        mask_downsample=e.mask_downsample,
     )
 
 

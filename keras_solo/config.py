@@ -211,6 +211,14 @@ class EvalConfig:
     max_per_img: int = 100
     nms_kernel: str = "gaussian"  # gaussian | linear
     nms_sigma: float = 2.0
+    # Matrix NMS IoUs on masks average-pooled by this factor (1 = exact; the
+    # edge preset uses 2: its NMS matmul was the costliest float op).
+    nms_pool: int = 1
+    # Candidate masks, Matrix NMS and the returned masks at the finest mask
+    # size divided by this (1 = SOLO's stride 4; 2 = stride 8, 4x fewer
+    # pixels in every float decoding op; the masks are upsampled to the image
+    # afterwards either way).
+    mask_downsample: int = 1
     batch_size: int = 1
 
     def __post_init__(self):
@@ -222,6 +230,8 @@ class EvalConfig:
         _check(self.max_per_img <= self.nms_pre, "eval.max_per_img", "must be <= eval.nms_pre")
         _check(self.nms_kernel in ("gaussian", "linear"), "eval.nms_kernel", "must be 'gaussian' or 'linear'")
         _check(self.nms_sigma > 0, "eval.nms_sigma", "must be > 0")
+        _check(self.nms_pool in (1, 2, 4), "eval.nms_pool", "must be 1, 2 or 4")
+        _check(self.mask_downsample in (1, 2), "eval.mask_downsample", "must be 1 or 2")
         _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
 
 

@@ -219,6 +219,7 @@ def apply_eval_overrides(model, overrides):
     if values:
         current = {k: getattr(model, k) for k in allowed if hasattr(model, k)}
         current["nms_kernel"], current["nms_sigma"] = model.nms_kernel, model.nms_sigma
+        current["nms_pool"], current["mask_downsample"] = model.nms_pool, model.mask_downsample
         current.update(values)
         checked = config_from_dict({"eval": current}, "--set").eval
         for k in values:

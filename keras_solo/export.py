@@ -121,7 +121,7 @@ def export_plan(model, top_k):
         "per_level": per_level,
         "num_candidates": num,
         "max_detections": min(num, int(model.max_per_img)),
-        "mask_size": [int(v) for v in model.mask_sizes[0]],
+        "mask_size": [int(v) for v in model.output_mask_size],
         "input_size": [int(v) for v in model.input_size],
     }
 
@@ -139,22 +139,14 @@ def serving_function(model, *, top_k):
     """
     import tensorflow as tf
 
-    from keras_solo import postprocess
-
     plan = export_plan(model, top_k)
 
     def serve(images):
         with tf.name_scope(NETWORK_SCOPE):
             outputs = model(images, training=False)
-        with tf.name_scope("decode"):
-            with tf.name_scope("candidates"):
-                cand = model.candidates(outputs, num_per_level=plan["per_level"])
-            with tf.name_scope("nms"):
-                decoded = postprocess.decode(
-                    cand["mask_probs"], cand["scores"], cand["labels"], cand["valid"],
-                    mask_thr=model.mask_thr, update_thr=model.update_thr,
-                    max_per_img=plan["max_detections"], kernel=model.nms_kernel,
-                    sigma=model.nms_sigma, min_area=cand["min_area"])
+        with tf.name_scope("decode"):  # scopes decode/candidates, decode/nms: litert_profile's blocks
+            decoded = model.decode(outputs, num_per_level=plan["per_level"],
+                                   max_per_img=plan["max_detections"])
         return {name: decoded[name] for name in OUTPUT_NAMES}
 
     return serve
@@ -704,7 +696,8 @@ def export_model(model, path, *, fmt="tflite", quant="fp32", top_k=100, calibrat
         "mask_thr": float(model.mask_thr),
         "score_thr": float(model.score_thr),
         "update_thr": float(model.update_thr),
-        "nms": {"kernel": model.nms_kernel, "sigma": float(model.nms_sigma), "in_graph": True},
+        "nms": {"kernel": model.nms_kernel, "sigma": float(model.nms_sigma), "pool": int(model.nms_pool),
+                "in_graph": True},
         "top_k": int(top_k),
         "candidates_per_level": plan["per_level"],
         "num_candidates": plan["num_candidates"],

@@ -182,7 +182,8 @@ def matrix_nms(masks, labels, scores, valid, *, kernel="gaussian", sigma=2.0):
     is clamped to 1e-6 (SOLO divides by zero when two masks are identical).
 
     Args:
-        masks: (batch, N, H, W) binary masks (0/1, any float dtype).
+        masks: (batch, N, H, W) binary masks (0/1, any float dtype), or
+            masks average-pooled from binary ones (fractions in [0, 1]).
         labels: (batch, N) int class labels.
         scores: (batch, N) scores.
         valid: (batch, N) bool.
@@ -208,7 +209,9 @@ def matrix_nms(masks, labels, scores, valid, *, kernel="gaussian", sigma=2.0):
     flat = ops.reshape(masks, (-1, num, shape[2] * shape[3]))  # (B, N, HW)
 
     inter = ops.matmul(flat, ops.transpose(flat, (0, 2, 1)))  # (B, N, N)
-    areas = ops.sum(flat, axis=-1)  # (B, N)
+    # sum(m^2) = sum(m) for 0/1 masks; for pooled (fractional) masks it keeps
+    # iou(i, i) = 1 (see `decode`'s nms_pool).
+    areas = ops.sum(ops.square(flat), axis=-1)  # (B, N)
     union = areas[:, :, None] + areas[:, None, :] - inter
     iou = inter / ops.maximum(union, _EPS)
 
@@ -260,6 +263,7 @@ def decode(
     kernel="gaussian",
     sigma=2.0,
     min_area=0,
+    nms_pool=1,
 ):
     """Maskness, Matrix NMS and top-K for candidates from :func:`select_candidates`.
 
@@ -277,6 +281,14 @@ def decode(
             to ``"gaussian"``.
         sigma: Matrix NMS gaussian sigma. Defaults to 2.0.
         min_area: see :func:`maskness_rescore`. Defaults to 0.
+        nms_pool: Matrix NMS computes its IoUs on the binary masks
+            average-pooled by this factor (H and W must divide by it): the
+            (N x N x HW) intersection matmul, the largest float op of the
+            decoding, shrinks by nms_pool^2. With fractions a_i per block the
+            IoU is sum(a_i a_j) / (sum(a_i^2) + sum(a_j^2) - sum(a_i a_j)):
+            exact for blocks fully inside or outside both masks, 1 for two
+            equal masks, and a small mask never vanishes. Maskness, areas and
+            the returned masks stay at full resolution. Defaults to 1 (exact).
 
     Returns:
         A dict, sorted by score descending, padded to ``max_per_img``:
@@ -298,9 +310,18 @@ def decode(
     if num is None or height is None or width is None:
         raise ValueError(f"mask_probs must have static N, H, W, got shape {mask_probs.shape}")
 
+    if isinstance(nms_pool, bool) or not isinstance(nms_pool, int) or nms_pool < 1:
+        raise ValueError(f"nms_pool={nms_pool!r} must be an int >= 1")
+    if height % nms_pool or width % nms_pool:
+        raise ValueError(f"nms_pool={nms_pool} must divide the mask size {height}x{width}")
+
     binary, scores, valid, _ = maskness_rescore(
         mask_probs, scores, valid, mask_thr=mask_thr, min_area=min_area
     )
+    if nms_pool > 1:
+        pooled = ops.reshape(binary, (-1, height, width, 1))
+        pooled = ops.average_pool(pooled, nms_pool, strides=nms_pool, padding="valid")
+        binary = ops.reshape(pooled, (-1, num, height // nms_pool, width // nms_pool))
     scores = matrix_nms(binary, labels, scores, valid, kernel=kernel, sigma=sigma)
     valid = ops.logical_and(valid, scores >= update_thr)
 

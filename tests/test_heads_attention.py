@@ -61,7 +61,8 @@ def test_solo_head_output_shapes_two_levels():
     assert len(outputs) == 2
     (cate0, mask0), (cate1, mask1) = outputs
     assert tuple(cate0.shape) == (2, 4, 4, 3) and tuple(cate1.shape) == (2, 3, 3, 3)
-    assert tuple(mask0.shape) == (2, 32, 32, CHANNELS) and tuple(mask1.shape) == (2, 16, 20, CHANNELS)
+    # mask features stay at the level's size (the 2x upsampling follows the 1x1 kernel)
+    assert tuple(mask0.shape) == (2, 16, 16, CHANNELS) and tuple(mask1.shape) == (2, 8, 10, CHANNELS)
 
 
 def test_solo_head_towers_are_shared_across_levels():

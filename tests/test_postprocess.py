@@ -220,6 +220,35 @@ def test_decode_known_result_and_static_shapes():
     assert (out["labels"][1] == -1).all()
 
 
+@pytest.mark.parametrize("pool", [2, 4])
+def test_decode_nms_pool_exact_on_block_aligned_masks(pool):
+    """Masks made of whole pooling blocks: pooled IoUs are the exact ones."""
+    mask_probs, scores, labels, valid = _decode_inputs()  # 4x4 blocks
+    exact = {k: _np(v) for k, v in pp.decode(mask_probs, scores, labels, valid, max_per_img=6).items()}
+    pooled = {k: _np(v) for k, v in pp.decode(mask_probs, scores, labels, valid, max_per_img=6,
+                                              nms_pool=pool).items()}
+    for key in exact:
+        np.testing.assert_allclose(pooled[key], exact[key], rtol=1e-6)
+    assert pooled["masks"].shape == (2, 6, 8, 8)  # the masks returned stay at full size
+
+
+def test_decode_nms_pool_small_masks_still_suppress():
+    """A duplicate smaller than a pooling block still decays (fractions, not a threshold)."""
+    mask_probs = np.zeros((1, 3, 8, 8), np.float32)
+    mask_probs[0, 0, 1, 1] = 0.9  # one pixel: a quarter of its 2x2 block
+    mask_probs[0, 1, 1, 1] = 0.8  # its duplicate
+    mask_probs[0, 2, 6, 6] = 0.7  # elsewhere
+    scores = np.array([[0.9, 0.8, 0.7]], np.float32)
+    labels = np.zeros((1, 3), np.int32)
+    valid = np.ones((1, 3), bool)
+    exact = _np(pp.decode(mask_probs, scores, labels, valid, max_per_img=3)["scores"])
+    pooled = _np(pp.decode(mask_probs, scores, labels, valid, max_per_img=3, nms_pool=2)["scores"])
+    np.testing.assert_allclose(pooled, exact, rtol=1e-6)
+    assert exact[0, 2] < 0.8 * 0.8 * 0.2  # the duplicate is the one decayed (exp(-2))
+    with pytest.raises(ValueError, match="nms_pool"):
+        pp.decode(mask_probs, scores, labels, valid, nms_pool=3)
+
+
 def test_decode_empty_and_under_tf_function():
     mask_probs, scores, labels, valid = _decode_inputs()
 

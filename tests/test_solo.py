@@ -56,11 +56,33 @@ def test_outputs_shapes_and_static_decode(tiny_batch):
     outputs = model(images)
     assert tuple(outputs["cate_logits_0"].shape) == (4, 8, 8, 5)
     assert tuple(outputs["cate_logits_1"].shape) == (4, 4, 4, 5)
-    assert tuple(outputs["mask_features_0"].shape) == (4, 16, 32, 32)
+    assert tuple(outputs["mask_features_0"].shape) == (4, 8, 16, 32)  # half the mask size
     assert tuple(outputs["grid_embed_1"].shape) == (4, 4, 4, 16)
     decoded = model.predict_on_batch(images)
     assert decoded["masks"].shape == (4, 20, 16, 32)
     assert decoded["scores"].shape == (4, 20)
+
+
+def test_decode_mask_downsample_and_nms_pool(tiny_batch):
+    """Half-size inference masks are the full-size ones resized (same detections)."""
+    images, _ = tiny_batch
+    model = builders.build_model(tiny_config())
+    model.score_thr, model.update_thr = 0.0, 0.0  # untrained: keep every candidate
+    outputs = model(images, training=False)
+    full = {k: keras.ops.convert_to_numpy(v) for k, v in model.decode(outputs).items()}
+    model.mask_downsample, model.nms_pool = 2, 2
+    assert model.output_mask_size == (8, 16)
+    half = {k: keras.ops.convert_to_numpy(v) for k, v in model.decode(outputs).items()}
+    assert half["masks"].shape == (4, 20, 8, 16)
+    assert half["valid"].sum() > 0
+    # the same masks at half size: compare a detection both keep
+    b, d = np.argwhere(full["valid"])[0]
+    same = np.flatnonzero(half["index"][b] == full["index"][b, d])
+    assert same.size
+    small = keras.ops.convert_to_numpy(keras.ops.image.resize(
+        full["masks"][b, d][None, :, :, None], (8, 16), interpolation="bilinear"))[0, :, :, 0]
+    # one bilinear resize of the logits vs the 2x-then-resize of probabilities: close, not equal
+    np.testing.assert_allclose(half["masks"][b, same[0]], small, atol=0.1)
 
 
 def test_loss_empty_and_single_object(tiny_batch):
@@ -81,14 +103,20 @@ def test_loss_empty_and_single_object(tiny_batch):
 
 
 def test_cell_mask_logits_equal_full_mask_plus_attention(tiny_batch):
-    """Gathered masks equal channel k of the full S^2 mask map + attention channel k."""
+    """Gathered masks equal channel k of the full S^2 mask map + attention channel k.
+
+    The full map is SOLO's order (upsample the mask features 2x, then the 1x1
+    conv); the gathered path applies the conv first and upsamples the chosen
+    cells' logits: the two must agree (bilinear resizing and the conv commute).
+    """
     config = tiny_config()
     model = builders.build_model(config)
     images, _ = tiny_batch
     outputs = model(images)
     cells = np.array([[0, 5, 63], [7, 8, 9], [1, 2, 3], [60, 61, 62]], np.int32)
     gathered = keras.ops.convert_to_numpy(model.cell_mask_logits(outputs, 0, cells))
-    full = keras.ops.convert_to_numpy(model.mask_kernels[0](outputs["mask_features_0"]))
+    upsampled = keras.ops.image.resize(outputs["mask_features_0"], model.mask_sizes[0], interpolation="bilinear")
+    full = keras.ops.convert_to_numpy(model.mask_kernels[0](upsampled))
     full = full + keras.ops.convert_to_numpy(
         model.attentions[0].full_logits(outputs["grid_embed_0"], model.mask_sizes[0]))
     for b in range(4):

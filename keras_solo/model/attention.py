@@ -193,7 +193,7 @@ class GridAttention(keras.layers.Layer):
         # eq. (3): F_new(k, i, j) = V_{num=k} . V_{num=i*S+j}, scaled by 1/sqrt(d)
         return ops.einsum("bije,bke->bijk", grid_vectors, cells) * self._scale(grid_vectors)
 
-    def gather_logits(self, grid_vectors, cell_index, out_size):
+    def gather_logits(self, grid_vectors, cell_index, out_size, channels_last=False):
         """Attention mask logits of chosen cells, at mask resolution.
 
         Args:
@@ -201,6 +201,7 @@ class GridAttention(keras.layers.Layer):
             cell_index: int `(batch, P)`, cells k = i * S + j. Values outside
                 [0, S^2) (e.g. -1 padding) are clipped into range: mask them.
             out_size: `(Hm, Wm)`, the mask resolution.
+            channels_last: return `(batch, Hm, Wm, P)` instead.
 
         Returns:
             `(batch, P, Hm, Wm)`: `gamma * resize(F_new(k), out_size)` for
@@ -214,7 +215,8 @@ class GridAttention(keras.layers.Layer):
         chosen = ops.take_along_axis(self._flat(grid_vectors), cell_index[:, :, None], axis=1)  # (B, P, d): V_k
         upsampled = ops.image.resize(grid_vectors, tuple(out_size), interpolation="bilinear")  # (B, Hm, Wm, d)
         # resize(F_new(k))[y, x] = scale * V_k . resize(V)[y, x]   (bilinear resize is linear)
-        logits = ops.einsum("bhwe,bpe->bphw", upsampled, chosen) * self._scale(grid_vectors)
+        layout = "bhwp" if channels_last else "bphw"
+        logits = ops.einsum(f"bhwe,bpe->{layout}", upsampled, chosen) * self._scale(grid_vectors)
         return ops.cast(self.gamma, logits.dtype) * logits
 
     def full_logits(self, grid_vectors, out_size):

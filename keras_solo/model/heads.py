@@ -6,8 +6,13 @@ Two branches, their towers shared by all pyramid levels:
   `head_convs` x (3x3 conv, norm, ReLU), then a 3x3 conv to C class logits:
   output `(batch, S, S, C)`.
 - mask: the features plus two coordinate channels (eq. (1)),
-  `head_convs` x (3x3 conv, norm, ReLU), then bilinear 2x upsampling: the mask
-  features F `(batch, 2h, 2w, E)`.
+  `head_convs` x (3x3 conv, norm, ReLU): the mask features F `(batch, h, w,
+  E)`. SOLO upsamples F 2x before its last conv; here the 2x bilinear
+  upsampling is applied to the chosen cells' mask logits instead
+  (`CellMaskKernel.gather_logits`), which is the same map: the 1x1 conv
+  mixes channels per pixel, bilinear resizing mixes pixels per channel with
+  weights that sum to 1, so the two commute (bias included). The int8 graph
+  then never holds the 4x larger upsampled F.
 
 The norm is GroupNorm (`norm="group"`, the paper and SOLO reference) or
 BatchNorm (`norm="batch"`): the convs stay shared by all levels and each
@@ -19,7 +24,7 @@ The mask branch's last 1x1 conv (E -> S^2 channels, one mask per grid cell,
 channel k = i * S + j) is per level and lives in `CellMaskKernel`, so that
 training and inference can compute the masks of chosen cells only:
 
-    mask_logits(k) = F @ W[:, k] + b[k]         (batch, 2h, 2w)
+    mask_logits(k) = resize_2x(F @ W[:, k] + b[k])         (batch, 2h, 2w)
 
 at a cost proportional to the number of chosen cells, not S^2.
 
@@ -64,7 +69,8 @@ class SOLOHead(keras.layers.Layer):
     Returns:
         list of `len(grids)` tuples `(cate_logits, mask_features)`:
         `cate_logits` `(batch, S_l, S_l, num_classes)`,
-        `mask_features` `(batch, 2 h_l, 2 w_l, head_channels)`.
+        `mask_features` `(batch, h_l, w_l, head_channels)` (the 2x
+        upsampling is applied to the gathered logits).
     """
 
     def __init__(self, num_classes, grids=(40, 36, 24, 16, 12), head_convs=7, head_channels=256,
@@ -147,16 +153,14 @@ class SOLOHead(keras.layers.Layer):
             raise ValueError(f"SOLOHead got {len(level_features)} levels but `grids` has {len(self.grids)}")
         outputs = []
         for level, (features, grid) in enumerate(zip(level_features, self.grids)):
-            height, width = _static_hw(features.shape, "SOLOHead")
+            _static_hw(features.shape, "SOLOHead")
             # Category branch: one feature vector per grid cell.
             cate_features = ops.image.resize(features, (grid, grid), interpolation="bilinear")  # (B, S, S, c)
             cate_features = self._tower(self.cate_convs, self.cate_norms, level, cate_features, training)
             cate_logits = self.cate_output(cate_features)  # (B, S, S, C)
-            # Mask branch: CoordConv (eq. (1)), tower, 2x upsampling.
+            # Mask branch: CoordConv (eq. (1)), tower (2x upsampling: after the 1x1 kernel).
             mask_features = self.coords(features) if self.coords is not None else features
             mask_features = self._tower(self.mask_convs, self.mask_norms, level, mask_features, training)
-            mask_features = ops.image.resize(mask_features, (2 * height, 2 * width),
-                                             interpolation="bilinear")  # (B, 2h, 2w, E)
             outputs.append((cate_logits, mask_features))
         return outputs
 
@@ -211,17 +215,21 @@ class CellMaskKernel(keras.layers.Layer):
         kernel = ops.reshape(self.kernel, (1, 1) + tuple(self.kernel.shape))  # a 1x1 conv
         return ops.conv(mask_features, kernel, padding="valid") + self.bias  # (B, Hm, Wm, S^2)
 
-    def gather_logits(self, mask_features, cell_index):
+    def gather_logits(self, mask_features, cell_index, out_size=None, channels_last=False):
         """Mask logits of chosen cells only.
 
         Args:
-            mask_features: `(batch, Hm, Wm, E)`.
+            mask_features: `(batch, h, w, E)`.
             cell_index: int `(batch, P)`, cells k = i * S + j. Values outside
                 [0, S^2) (e.g. -1 padding) are clipped into range, so padded
                 entries return a real cell's logits: mask them in the loss.
+            out_size: `(Hm, Wm)` to resize the logits to (bilinear), e.g.
+                the mask size 2h x 2w; None keeps (h, w).
+            channels_last: return `(batch, Hm, Wm, P)` instead.
 
         Returns:
-            `(batch, P, Hm, Wm)`: `[b, p] = F_b @ W[:, k] + b[k]`, k = cell_index[b, p].
+            `(batch, P, Hm, Wm)`: `[b, p] = resize(F_b @ W[:, k] + b[k])`,
+            k = cell_index[b, p].
         """
         if not self.built:
             self.build(mask_features.shape)
@@ -230,8 +238,11 @@ class CellMaskKernel(keras.layers.Layer):
         columns = ops.take(ops.transpose(self.kernel), cell_index, axis=0)  # (B, P, E): W[:, k]
         bias = ops.take(self.bias, cell_index, axis=0)  # (B, P): b[k]
         columns = ops.cast(columns, mask_features.dtype)
-        logits = ops.einsum("bhwe,bpe->bphw", mask_features, columns)  # F @ W[:, k]
-        return logits + ops.cast(bias, logits.dtype)[:, :, None, None]
+        logits = ops.einsum("bhwe,bpe->bhwp", mask_features, columns)  # F @ W[:, k]
+        logits = logits + ops.cast(bias, logits.dtype)[:, None, None, :]
+        if out_size is not None and tuple(out_size) != tuple(logits.shape[1:3]):
+            logits = ops.image.resize(logits, tuple(out_size), interpolation="bilinear")
+        return logits if channels_last else ops.transpose(logits, (0, 3, 1, 2))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.grid * self.grid,)

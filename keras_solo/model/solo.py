@@ -123,6 +123,10 @@ class SOLO(keras.Model):
         focal_alpha, focal_gamma, mask_loss_weight: eq. (4).
         score_thr, nms_pre, mask_thr, update_thr, max_per_img, nms_kernel,
             nms_sigma: inference (SOLO reference test_cfg).
+        nms_pool: Matrix NMS IoUs on masks pooled by this factor
+            (`postprocess.decode`); 1 = exact.
+        mask_downsample: inference masks at the finest mask size divided by
+            this (`output_mask_size`); 1 = SOLO's.
     """
 
     def __init__(
@@ -161,6 +165,8 @@ class SOLO(keras.Model):
         max_per_img=100,
         nms_kernel="gaussian",
         nms_sigma=2.0,
+        nms_pool=1,
+        mask_downsample=1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -201,6 +207,8 @@ class SOLO(keras.Model):
         self.max_per_img = int(max_per_img)
         self.nms_kernel = nms_kernel
         self.nms_sigma = nms_sigma
+        self.nms_pool = int(nms_pool)
+        self.mask_downsample = int(mask_downsample)
 
         width, height = self.input_size
         self.head_sizes = head_input_sizes(self.input_size, self.levels, head_resize)
@@ -254,7 +262,7 @@ class SOLO(keras.Model):
 
         Returns:
             dict with, per level l: ``cate_logits_l`` (B, S, S, C),
-            ``mask_features_l`` (B, Hm, Wm, E), and with attention
+            ``mask_features_l`` (B, h, w, E) (half the mask size), and with attention
             ``grid_embed_l`` (B, S, S, d).
         """
         features = self.backbone(images, training=training)
@@ -275,25 +283,28 @@ class SOLO(keras.Model):
         return outputs
 
     # ------------------------------------------------------------------
-    def cell_mask_logits(self, outputs, level, cell_index):
+    def cell_mask_logits(self, outputs, level, cell_index, out_size=None):
         """Mask logits for chosen cells of one level.
 
         Args:
             outputs: the dict from `call`.
             level: level index.
             cell_index: int (B, P) cell ids k = i * S + j.
+            out_size: (H, W) of the logits; default the level's mask size.
+                Inference asks for the finest level's size directly.
 
         Returns:
-            (B, P, Hm, Wm) logits: mask branch channel k (+ attention row k).
+            (B, P, H, W) logits: mask branch channel k (+ attention row k).
         """
-        mask_features = outputs[f"mask_features_{level}"]
+        out_size = tuple(out_size or self.mask_sizes[level])
         if not self.gather_positive_masks:
             return self._cell_mask_logits_from_full(outputs, level, cell_index)
-        logits = self.mask_kernels[level].gather_logits(mask_features, cell_index)
+        logits = self.mask_kernels[level].gather_logits(
+            outputs[f"mask_features_{level}"], cell_index, out_size=out_size, channels_last=True)
         if self.use_attention:
             logits = logits + self.attentions[level].gather_logits(
-                outputs[f"grid_embed_{level}"], cell_index, out_size=self.mask_sizes[level])
-        return logits
+                outputs[f"grid_embed_{level}"], cell_index, out_size=out_size, channels_last=True)
+        return ops.transpose(logits, (0, 3, 1, 2))  # (B, P, H, W)
 
     def _cell_mask_logits_from_full(self, outputs, level, cell_index):
         """The naive path: the full (B, Hm, Wm, S^2) mask map, then a gather.
@@ -302,6 +313,7 @@ class SOLO(keras.Model):
         --full-masks`); memory grows with S^2.
         """
         logits = self.mask_kernels[level](outputs[f"mask_features_{level}"])
+        logits = ops.image.resize(logits, self.mask_sizes[level], interpolation="bilinear")
         if self.use_attention:
             logits = logits + self.attentions[level].full_logits(
                 outputs[f"grid_embed_{level}"], self.mask_sizes[level])
@@ -364,7 +376,7 @@ class SOLO(keras.Model):
             N = sum of per-level shares.
         """
         num_per_level = num_per_level or self.nms_pre_per_level
-        finest = self.mask_sizes[0]
+        finest = self.output_mask_size
         width, _ = self.input_size
         scores, labels, valids, masks, min_area = [], [], [], [], []
         for level, k in enumerate(num_per_level):
@@ -375,19 +387,18 @@ class SOLO(keras.Model):
             level_scores, level_labels, cell_index, level_valid = postprocess.select_candidates(
                 probs, score_thr=self.score_thr, k=k)
             with keras.name_scope("masks"):
-                logits = ops.cast(self.cell_mask_logits(outputs, level, cell_index), "float32")
-                probs_l = ops.sigmoid(logits)
-                hm, wm = self.mask_sizes[level]
-                if (hm, wm) != tuple(finest):
-                    stacked = ops.transpose(probs_l, (0, 2, 3, 1))  # (B, Hm, Wm, k)
-                    stacked = ops.image.resize(stacked, finest, interpolation="bilinear")
-                    probs_l = ops.transpose(stacked, (0, 3, 1, 2))
+                # Straight to the finest mask size (one bilinear resize of the
+                # logits, not the level's 2x and then a second one).
+                logits = self.cell_mask_logits(outputs, level, cell_index, out_size=finest)
+                probs_l = ops.sigmoid(ops.cast(logits, "float32"))
+                _, wm = self.mask_sizes[level]
             scores.append(level_scores)
             labels.append(level_labels)
             valids.append(level_valid)
             masks.append(probs_l)
             head_stride = width / (wm / 2.0)
-            min_area.extend([head_stride] * k)
+            # SOLO's area threshold, in pixels of the finest mask size.
+            min_area.extend([head_stride / self.mask_downsample ** 2] * k)
         return {
             "scores": ops.concatenate(scores, axis=1),
             "labels": ops.concatenate(labels, axis=1),
@@ -396,19 +407,34 @@ class SOLO(keras.Model):
             "min_area": ops.convert_to_tensor(min_area, "float32"),
         }
 
-    def decode(self, outputs):
+    @property
+    def output_mask_size(self):
+        """(H, W) of the masks inference returns: the finest mask size / mask_downsample."""
+        hm, wm = self.mask_sizes[0]
+        return (hm // self.mask_downsample, wm // self.mask_downsample)
+
+    def decode(self, outputs, num_per_level=None, max_per_img=None):
         """SOLO inference: candidates -> maskness -> Matrix NMS -> top max_per_img.
+
+        Args:
+            outputs: the dict from `call`.
+            num_per_level: candidates per level (default `nms_pre_per_level`;
+                the export graph passes its top-K split).
+            max_per_img: detections returned (default `self.max_per_img`).
 
         Returns:
             dict: scores (B, K), labels (B, K), masks (B, K, Hm0, Wm0)
             probabilities at the finest mask resolution, index (B, K), valid
             (B, K).
         """
-        cand = self.candidates(outputs)
-        return postprocess.decode(
-            cand["mask_probs"], cand["scores"], cand["labels"], cand["valid"],
-            mask_thr=self.mask_thr, update_thr=self.update_thr, max_per_img=self.max_per_img,
-            kernel=self.nms_kernel, sigma=self.nms_sigma, min_area=cand["min_area"])
+        with keras.name_scope("candidates"):
+            cand = self.candidates(outputs, num_per_level=num_per_level)
+        with keras.name_scope("nms"):
+            return postprocess.decode(
+                cand["mask_probs"], cand["scores"], cand["labels"], cand["valid"],
+                mask_thr=self.mask_thr, update_thr=self.update_thr,
+                max_per_img=max_per_img or self.max_per_img, kernel=self.nms_kernel, sigma=self.nms_sigma,
+                min_area=cand["min_area"], nms_pool=self.nms_pool)
 
     def predict_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data
@@ -452,6 +478,8 @@ class SOLO(keras.Model):
             "max_per_img": self.max_per_img,
             "nms_kernel": self.nms_kernel,
             "nms_sigma": self.nms_sigma,
+            "nms_pool": self.nms_pool,
+            "mask_downsample": self.mask_downsample,
         })
         return config
 
