@@ -444,6 +444,91 @@ def benchmark(engine, image=None, *, warmup=5, runs=50, min_score=0.3):
     return result
 
 
+def _peer_session(path, threads):
+    """An onnxruntime session of a peer ONNX model and a fixed random input for it."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RunnerError(f"{path}: timing an ONNX peer needs onnxruntime (pip install onnxruntime)") from None
+    if not os.path.isfile(path):
+        raise RunnerError(f"{path}: no such peer model file")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise RunnerError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:160]})") from None
+    inp = session.get_inputs()[0]
+    if any(not isinstance(d, int) for d in inp.shape):
+        raise RunnerError(f"{path}: input {inp.shape} has no static size")
+    dtype = np.float16 if "float16" in inp.type else np.float32
+    x = np.random.default_rng(0).random(inp.shape).astype(dtype)
+    return session, {inp.name: x}, list(inp.shape)
+
+
+def compare(engine, peers, image=None, *, rounds=3, warmup=10, runs=100, min_score=0.3):
+    """Our whole call beside ONNX peers' network-only runs, interleaved in rounds.
+
+    Each round times `runs` calls of ours (letterbox + network + decode, as
+    `benchmark`), then `runs` of each peer (onnxruntime, same threads, a
+    fixed random input: network only), so load changes hit every model of a
+    round alike; compare the ratios of one round, not absolute times across
+    runs.
+
+    Returns:
+        dict: ``rounds`` [{ours: {total, network, decode}, peers: {name: p50},
+        ratio: {name: ours total / peer}}] (p50 ms), ``peers`` {name: input
+        shape}, ``detections``, ``threads``, ``loadavg_1m``.
+    """
+    if rounds < 1 or runs < 1 or warmup < 0:
+        raise RunnerError("--rounds and --runs must be >= 1, --warmup >= 0")
+    if image is None:
+        width, height = engine.input_size
+        image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    sessions = {os.path.basename(p): _peer_session(p, engine.threads) for p in peers}
+    for _ in range(warmup):
+        found, _ = engine(image, min_score=min_score)
+        for session, feed, _ in sessions.values():
+            session.run(None, feed)
+    load_before = _loadavg()
+    results = []
+    for _ in range(rounds):
+        parts = {"total": [], "network": [], "decode": []}
+        for _ in range(runs):
+            found, timing = engine(image, min_score=min_score)
+            for key in parts:
+                parts[key].append(timing[key])
+        row = {"ours": {k: percentiles_ms(v)["p50"] for k, v in parts.items()}, "peers": {}, "ratio": {}}
+        for name, (session, feed, _) in sessions.items():
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                session.run(None, feed)
+                times.append(time.perf_counter() - start)
+            row["peers"][name] = percentiles_ms(times)["p50"]
+            row["ratio"][name] = round(row["ours"]["total"] / row["peers"][name], 3)
+        results.append(row)
+    return {"model": os.path.abspath(engine.path), "input_size": list(engine.input_size),
+            "image_size": [int(image.shape[1]), int(image.shape[0])], "threads": engine.threads,
+            "runs": runs, "warmup": warmup, "detections": int(len(found["scores"])), "min_score": min_score,
+            "peers": {name: shape for name, (_, _, shape) in sessions.items()}, "rounds": results,
+            "loadavg_1m": [load_before, _loadavg()]}
+
+
+def format_compare(result):
+    lines = [f"{os.path.basename(result['model'])} whole call ({result['detections']} detections > "
+             f"{result['min_score']}) vs ONNX peers, network only; {result['threads']} threads, "
+             f"p50 of {result['runs']} runs per model and round, load average "
+             f"{result['loadavg_1m'][0]} -> {result['loadavg_1m'][1]}"]
+    for i, row in enumerate(result["rounds"], 1):
+        ours = row["ours"]
+        peers = "  ".join(f"{name} {ms:.2f} (ratio {row['ratio'][name]:.2f})" for name, ms in row["peers"].items())
+        lines.append(f"  round {i}: ours {ours['total']:.2f} (network {ours['network']:.2f}, "
+                     f"decode {ours['decode']:.2f})  {peers}")
+    return "\n".join(lines)
+
+
 def format_benchmark(result):
     lat, net, dec, pre = (result[k] for k in ("latency_ms", "network_ms", "decode_ms", "preprocess_ms"))
     lines = [
@@ -484,6 +569,9 @@ def build_parser():
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--source", default=None, help="image to run on (default: a fixed random image)")
     p.add_argument("--score", type=float, default=0.3, help="decode detections above this score (as predict)")
+    p.add_argument("--compare", nargs="+", default=None, metavar="PEER.onnx",
+                   help="interleave rounds with these ONNX peers (network only) and print ratios")
+    p.add_argument("--rounds", type=int, default=3, help="with --compare: interleaved rounds")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return parser
 
@@ -514,8 +602,13 @@ def main(argv=None):
                   f"{fps:.1f} FPS); overlays and detections.json in {args.out}")
         else:
             image = read_rgb(args.source) if args.source else None
-            result = benchmark(engine, image, warmup=args.warmup, runs=args.runs, min_score=args.score)
-            print(format_benchmark(result))
+            if args.compare:
+                result = compare(engine, args.compare, image, rounds=args.rounds, warmup=args.warmup,
+                                 runs=args.runs, min_score=args.score)
+                print(format_compare(result))
+            else:
+                result = benchmark(engine, image, warmup=args.warmup, runs=args.runs, min_score=args.score)
+                print(format_benchmark(result))
             if args.json:
                 tmp = args.json + ".tmp"
                 with open(tmp, "w", encoding="utf-8") as f:

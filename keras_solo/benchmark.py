@@ -137,6 +137,8 @@ def _run_runner(args):
     runner_args = [sys.executable, RUNNER_PATH, "benchmark", os.fspath(args.model), "--threads", str(args.threads),
                    "--warmup", str(args.warmup), "--runs", str(args.runs),
                    "--score", str(getattr(args, "score", 0.3))]
+    if getattr(args, "compare", None):
+        runner_args += ["--compare", *args.compare, "--rounds", str(args.rounds)]
     if getattr(args, "source", None):
         runner_args += ["--source", args.source]
     with tempfile.TemporaryDirectory(prefix="keras_solo_bench_") as work:
@@ -151,6 +153,37 @@ def _run_runner(args):
             return json.load(f)
 
 
+def _profile(args):
+    """`--profile`: per-block time of a `.tflite` (keras_solo.litert_profile)."""
+    from keras_solo import litert_profile
+
+    if not args.model.lower().endswith(".tflite"):
+        raise SoloError(f"{args.model}: --profile reads a .tflite file")
+    image = None
+    if getattr(args, "source", None):
+        import json as _json
+
+        import numpy as np
+
+        from keras_solo.data.coco import read_image
+        from keras_solo.detections import letterbox_image
+
+        sidecar = args.model + ".json"
+        if not os.path.exists(sidecar):
+            raise SoloError(f"{sidecar}: --profile --source needs the export's sidecar (input size)")
+        with open(sidecar, encoding="utf-8") as f:
+            width, height = _json.load(f)["input_size"]
+        image = letterbox_image(read_image(args.source), (width, height))[0][None].astype(np.float32)
+    try:
+        result = litert_profile.profile_tflite(args.model, threads=args.profile_threads, image=image)
+    except (RuntimeError, ValueError) as e:
+        raise SoloError(f"{args.model}: cannot profile ({str(e).splitlines()[0][:160]})") from None
+    print(litert_profile.format_profile(result))
+    if args.json:
+        write_json(args.json, result, what="profile")
+    return result
+
+
 def benchmark_command(args):
     """`keras-solo benchmark MODEL`: see the module docstring."""
     if not os.path.exists(args.model):
@@ -160,6 +193,16 @@ def benchmark_command(args):
     lower = args.model.lower()
     if not lower.endswith((".tflite", ".onnx", ".keras")):
         raise SoloError(f"{args.model}: expected a .tflite, .onnx or .keras file")
+    if getattr(args, "profile", False):
+        return _profile(args)
+    if getattr(args, "compare", None):
+        if not lower.endswith((".tflite", ".onnx")):
+            raise SoloError(f"{args.model}: --compare times an exported .tflite / .onnx")
+        if getattr(args, "data", None):
+            raise SoloError("--compare and --data: run the accuracy evaluation separately")
+        for peer in args.compare:
+            if not os.path.isfile(peer) or not peer.lower().endswith(".onnx"):
+                raise SoloError(f"{peer}: --compare needs existing .onnx peer files")
     top_k = getattr(args, "top_k", None)
     engine = None
     if lower.endswith(".keras"):

@@ -257,6 +257,14 @@ def build_parser():
     p.add_argument("--images", default=None, help="image root of --data (default: the JSON's folder)")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images of --data")
     p.add_argument("--top-k", type=int, default=None, help=".keras only: candidate budget (default: as export)")
+    p.add_argument("--compare", nargs="+", default=None, metavar="PEER.onnx",
+                   help="side by side: interleave rounds of this model's whole call with these ONNX peers "
+                        "(network only) and print the ratio per round")
+    p.add_argument("--rounds", type=int, default=3, help="with --compare: number of interleaved rounds")
+    p.add_argument("--profile", action="store_true",
+                   help=".tflite: per-block time (backbone, FPN, heads, decoding ...) by timing graph prefixes")
+    p.add_argument("--profile-threads", type=int, default=1,
+                   help="with --profile: threads (1 = CPU time of the calling thread, robust to load)")
     p.add_argument("--json", default=None, help="write results as JSON")
     return parser
 
