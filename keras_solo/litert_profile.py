@@ -50,9 +50,7 @@ def block_of(op, name):
         if name.startswith("decode"):
             return "decode: candidate selection (sigmoid, point NMS, top-K)"
         return "other"
-    if "image_normalize" in name or "normalize" in name.split("/")[-1]:
-        return "input normalisation"
-    if "/backbone" in name or "efficientnet" in name:
+    if "_backbone" in name:  # the backbone model is named "<name>_backbone"
         return "backbone"
     if "/fpn" in name:
         return "FPN"

@@ -230,3 +230,47 @@ def test_keras_solo_benchmark_calls_the_runner(art, tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err.strip().startswith(f"error: {moved}: image ") and "image file not found" in captured.err
     assert "latency ms" not in captured.out
+
+
+def test_benchmark_compare_interleaves_onnx_peers_without_tensorflow(art, tmp_path):
+    """`benchmark --compare`: our whole call and each peer in every round, ratio = ours / peer."""
+    model = exported(art, "tflite")
+    peer = exported(art, "onnx")  # any ONNX model stands in for a YOLO peer here
+    out = tmp_path / "cmp.json"
+    proc = run_runner("benchmark", model, "--threads", "1", "--warmup", "1", "--runs", "4", "--rounds", "2",
+                      "--source", art["image_path"], "--compare", peer, "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    result = json.load(open(out))
+    name = os.path.basename(peer)
+    assert len(result["rounds"]) == 2 and result["peers"] == {name: [1, 64, 128, 3]}
+    for row in result["rounds"]:
+        assert row["ours"]["total"] >= row["ours"]["network"] > 0 and row["peers"][name] > 0
+        assert row["ratio"][name] == pytest.approx(row["ours"]["total"] / row["peers"][name], rel=1e-2)
+    assert "round 2" in proc.stdout and "ratio" in proc.stdout
+    proc = run_runner("benchmark", model, "--compare", tmp_path / "missing.onnx")
+    assert proc.returncode == 2 and error_lines(proc) == [f"error: {tmp_path / 'missing.onnx'}: no such peer model file"]
+
+
+def test_profile_blocks_add_up_and_name_the_parts(art, tmp_path, capsys):
+    """`benchmark --profile`: prefix timings give per-block times that sum to the whole model."""
+    from keras_solo import litert_profile
+    from keras_solo.cli import main
+
+    model = exported(art, "tflite", "int8")
+    result = litert_profile.profile_tflite(model, rounds=1, runs=2, warmup=1, progress=None)
+    blocks = {row["block"]: row for row in result["blocks"]}
+    assert {"backbone", "FPN", "decode: Matrix NMS, maskness, top max_det",
+            "decode: candidate masks (gathered kernels, attention rows, resize)"} <= set(blocks)
+    assert sum(row["ms"] for row in result["blocks"]) == pytest.approx(result["sum_ms"], abs=0.05)
+    assert result["sum_ms"] == pytest.approx(result["full_ms"], abs=0.05)  # the last cut is the whole model
+    assert sum(row["ops"] for row in result["blocks"]) == len(
+        __import__("keras_solo.export", fromlist=["x"]).tflite_graph(open(model, "rb").read())["ops"])
+    assert litert_profile.block_of("CONV_2D", "network/solo_1/solo_head_1/mask_conv_0_1/conv_1/convolution") \
+        == "mask tower: conv"
+    assert litert_profile.block_of("MEAN", "network/solo_1/solo_head_1/cate_conv_0_1/norm_1/Mean") \
+        == "category tower: normalisation (GroupNorm ops)"
+    assert main(["benchmark", model, "--profile", "--json", str(tmp_path / "p.json")]) == 0
+    assert "whole model (p50)" in capsys.readouterr().out
+    assert json.load(open(tmp_path / "p.json"))["blocks"]
+    assert main(["benchmark", exported(art, "onnx"), "--profile"]) == 2
+    assert "--profile reads a .tflite" in capsys.readouterr().err
