@@ -217,9 +217,27 @@ class Engine:
                               "not a keras-solo export")
 
     def preprocess(self, image):
-        """(h, w, 3) uint8 RGB -> ((1, H, W, 3) float32, letterbox scale)."""
-        canvas, scale = det.letterbox_image(image, self.input_size)
-        return canvas[None].astype(np.float32), scale
+        """(h, w, 3) uint8 RGB -> ((1, H, W, 3) float32, letterbox scale).
+
+        The resized image is written straight into a float32 input buffer kept
+        between calls (its padding is zeroed only where the previous image
+        covered it), instead of a fresh uint8 canvas converted each call.
+        """
+        width, height = self.input_size
+        resized, scale = det.letterbox_resize(image, self.input_size)
+        new_h, new_w = resized.shape[:2]
+        buffer = getattr(self, "_buffer", None)
+        if buffer is None:
+            buffer = self._buffer = np.zeros((1, height, width, 3), np.float32)
+            self._filled = (height, width)
+        old_h, old_w = self._filled
+        if old_h > new_h:
+            buffer[0, new_h:old_h] = 0.0
+        if old_w > new_w:
+            buffer[0, :old_h, new_w:old_w] = 0.0
+        buffer[0, :new_h, :new_w] = resized
+        self._filled = (new_h, new_w)
+        return buffer, scale
 
     def network(self, batch):
         """One run of the exported graph: dict of the fixed-size outputs (batch 1)."""

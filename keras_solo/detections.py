@@ -26,15 +26,22 @@ def letterbox_image(image, size):
         (canvas (H, W, 3) uint8, scale).
     """
     width, height = size
+    resized, scale = letterbox_resize(image, size)
+    canvas = np.zeros((height, width, 3), np.uint8)
+    canvas[: resized.shape[0], : resized.shape[1]] = resized
+    return canvas, scale
+
+
+def letterbox_resize(image, size):
+    """The resized part of `letterbox_image`: ((new_h, new_w, 3) uint8, scale), new_h <= H, new_w <= W."""
+    width, height = size
     h, w = image.shape[:2]
     scale = min(width / w, height / h)
     new_w, new_h = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
     # the same interpolation as the training pipeline (keras_solo.data.transforms.letterbox)
     interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
     resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-    canvas = np.zeros((height, width, 3), np.uint8)
-    canvas[:new_h, :new_w] = resized[:height, :width]
-    return canvas, scale
+    return resized[:height, :width], scale
 
 
 def _resize_stack(masks, height, width):
@@ -48,7 +55,7 @@ def _resize_stack(masks, height, width):
     return out
 
 
-def masks_to_original(masks, *, input_size, image_info, mask_thr=0.5):
+def masks_to_original(masks, *, input_size, image_info, mask_thr=0.5, return_boxes=False):
     """Maps mask probabilities back to the original image (undoes the letterbox).
 
     Equivalent to SOLO's ``get_seg_single`` / detectron2's
@@ -67,9 +74,13 @@ def masks_to_original(masks, *, input_size, image_info, mask_thr=0.5):
         image_info: ``(orig_h, orig_w, scale, ...)`` of the image.
         mask_thr: threshold on the resized probabilities (``p > mask_thr``).
             Defaults to 0.5.
+        return_boxes: also return the masks' boxes, found inside each warped
+            region instead of by scanning the full-size masks again.
 
     Returns:
-        numpy bool (N, orig_h, orig_w).
+        numpy bool (N, orig_h, orig_w); with `return_boxes` also float32
+        (N, 4) ``x1, y1, x2, y2`` as `boxes_from_masks` gives them (zeros for
+        an empty mask).
     """
     masks = np.asarray(masks, np.float32)
     if masks.ndim != 3:
@@ -79,8 +90,9 @@ def masks_to_original(masks, *, input_size, image_info, mask_thr=0.5):
     orig_w = int(round(float(image_info[1])))
     scale = float(image_info[2])
     out = np.zeros((masks.shape[0], orig_h, orig_w), bool)
+    boxes = np.zeros((masks.shape[0], 4), np.float32)
     if masks.shape[0] == 0:
-        return out
+        return (out, boxes) if return_boxes else out
     mask_h, mask_w = masks.shape[1:]
     crop_h = min(max(int(round(orig_h * scale)), 1), in_h)
     crop_w = min(max(int(round(orig_w * scale)), 1), in_w)
@@ -104,8 +116,11 @@ def masks_to_original(masks, *, input_size, image_info, mask_thr=0.5):
         region = cv2.warpAffine(mask, warp, (x1 - x0, y1 - y0),
                                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                 borderMode=cv2.BORDER_REPLICATE)
-        out[n, y0:y1, x0:x1] = region > mask_thr
-    return out
+        inside = region > mask_thr
+        out[n, y0:y1, x0:x1] = inside
+        if return_boxes:
+            boxes[n] = boxes_from_masks(inside[None])[0] + np.array([x0, y0, x0, y0], np.float32) * inside.any()
+    return (out, boxes) if return_boxes else out
 
 
 def boxes_xywh(masks):
@@ -130,12 +145,14 @@ def to_original(decoded, *, input_size, orig_size, scale, mask_thr=0.5, min_scor
     keep = np.asarray(decoded["valid"]).astype(bool) & (np.asarray(decoded["scores"]) > min_score)
     scores = np.asarray(decoded["scores"], np.float32)[keep]
     labels = np.asarray(decoded["labels"]).astype(np.int64)[keep]
-    masks = masks_to_original(np.asarray(decoded["masks"])[keep], input_size=input_size,
-                              image_info=(orig_size[0], orig_size[1], scale), mask_thr=mask_thr)
-    nonempty = masks.reshape(len(masks), -1).any(axis=1) if len(masks) else np.zeros(0, bool)
-    masks = masks[nonempty]
-    return {"scores": scores[nonempty], "labels": labels[nonempty], "masks": masks,
-            "boxes": boxes_xywh(masks)}
+    masks, boxes = masks_to_original(np.asarray(decoded["masks"])[keep], input_size=input_size,
+                                     image_info=(orig_size[0], orig_size[1], scale), mask_thr=mask_thr,
+                                     return_boxes=True)
+    nonempty = boxes[:, 2] > boxes[:, 0]  # boxes of empty masks are zeros
+    boxes = boxes[nonempty]
+    boxes[:, 2:] -= boxes[:, :2]  # COCO x, y, w, h
+    return {"scores": scores[nonempty], "labels": labels[nonempty], "masks": masks[nonempty],
+            "boxes": boxes}
 
 
 def encode_rle(mask):

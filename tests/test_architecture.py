@@ -24,7 +24,7 @@ RANKS = [
     ("keras_solo.model.solo",),
     ("keras_solo.builders", "keras_solo.train", "keras_solo.evaluate", "keras_solo.predict",
      "keras_solo.profile"),
-    ("keras_solo.ablation", "keras_solo.export", "keras_solo.benchmark"),
+    ("keras_solo.ablation", "keras_solo.export", "keras_solo.litert_profile", "keras_solo.benchmark"),
     ("keras_solo.cli",),
 ]
 

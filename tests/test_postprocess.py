@@ -295,6 +295,18 @@ def test_masks_to_original_undoes_letterbox():
     assert empty.shape == (0, 50, 80)
 
 
+def test_masks_to_original_boxes_equal_a_scan_of_the_full_masks():
+    rng = np.random.default_rng(5)
+    probs = np.zeros((6, 16, 32), np.float32)
+    for n in range(5):  # blobs of random size and place; the last mask stays empty
+        y, x = rng.integers(0, 12), rng.integers(0, 26)
+        probs[n, y : y + rng.integers(1, 5), x : x + rng.integers(1, 7)] = rng.uniform(0.55, 1.0)
+    masks, boxes = det.masks_to_original(probs, input_size=(64, 128), image_info=(90, 170, 0.75),
+                                         return_boxes=True)
+    np.testing.assert_array_equal(boxes, det.boxes_from_masks(masks))
+    assert (boxes[5] == 0).all() and (boxes[:5, 2] > boxes[:5, 0]).all()
+
+
 def test_boxes_from_masks():
     masks = np.zeros((2, 10, 12), bool)
     masks[0, 2:5, 3:9] = True

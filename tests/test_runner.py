@@ -274,3 +274,17 @@ def test_profile_blocks_add_up_and_name_the_parts(art, tmp_path, capsys):
     assert json.load(open(tmp_path / "p.json"))["blocks"]
     assert main(["benchmark", exported(art, "onnx"), "--profile"]) == 2
     assert "--profile reads a .tflite" in capsys.readouterr().err
+
+
+def test_engine_preprocess_reuses_its_buffer_exactly(art, runner):
+    """The reused float input buffer equals a fresh letterbox for images of changing size."""
+    from keras_solo.detections import letterbox_image
+
+    engine = runner.Engine(exported(art, "tflite"), threads=1)
+    rng = np.random.default_rng(0)
+    for h, w in [(80, 150), (64, 40), (200, 90), (64, 128), (30, 300)]:  # padding moves bottom <-> right
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        batch, scale = engine.preprocess(image)
+        canvas, want_scale = letterbox_image(image, engine.input_size)
+        assert scale == want_scale and batch.dtype == np.float32
+        np.testing.assert_array_equal(batch[0], canvas.astype(np.float32))
