@@ -220,6 +220,8 @@ def build_parser():
     p.add_argument("--quant", default=None, choices=("fp32", "fp16", "int8-dynamic", "int8"),
                    help="tflite precision (default: export.quant of the run's config.yaml, else fp32)")
     p.add_argument("--imgsz", type=_size, default=None, help="input WxH (default: the model's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="inference overrides baked into the graph, e.g. eval.mask_downsample=2")
     p.add_argument("--calib-data", default=None,
                    help="COCO JSON for int8 calibration (default: data.train_json of the run's config.yaml)")
     p.add_argument("--calib-root", default=None,

@@ -754,6 +754,10 @@ def export_command(args):
     _check_outputs(os.path.abspath(out), args.overwrite)
     model = load_model(args.model)
     model = resize_model(model, args.imgsz)
+    if getattr(args, "set", None):
+        from keras_solo.evaluate import apply_eval_overrides
+
+        apply_eval_overrides(model, args.set)
 
     calibration = calibration_info = None
     if quant == "int8":

@@ -531,3 +531,30 @@ def test_edge_preset_exports_int8_and_onnx(tmp_path):
     pairs, count = match(reference, _engine_outputs(onnx_path, image))
     assert count == len(pairs) > 0
     assert all(abs(a - b) < 1e-3 and iou > 0.99 for a, b, iou in pairs)
+
+
+def test_cli_export_set_bakes_half_size_masks_and_pooled_nms(art, tmp_path, capsys):
+    """`export --set eval.mask_downsample=2 --set eval.nms_pool=2`: half-size masks, same detections as Keras."""
+    from keras_solo.cli import main
+    from keras_solo.model.solo import load_model
+
+    out = str(tmp_path / "half.tflite")
+    assert main(["export", "--model", art["model_path"], "--format", "tflite", "--quant", "fp32",
+                 "--top-k", str(TOP_K), "--set", "eval.mask_downsample=2", "--set", "eval.nms_pool=2",
+                 "--out", out]) == 0
+    meta = json.load(open(out + ".json"))
+    full_h, full_w = art["model"].mask_sizes[0]
+    assert meta["mask_size"] == [full_h // 2, full_w // 2] and meta["nms"]["pool"] == 2
+    model = load_model(art["model_path"])
+    model.mask_downsample, model.nms_pool = 2, 2
+    reference = export.reference_outputs(model, _batch(art), top_k=TOP_K)
+    outputs = _engine_outputs(out, _batch(art))
+    assert outputs["masks"].shape[2:] == (full_h // 2, full_w // 2)
+    pairs, count = match(reference, outputs)
+    assert pairs and count == len(pairs)
+    for ref_score, score, iou in pairs:
+        assert score == pytest.approx(ref_score, abs=1e-3) and iou > 0.99
+    capsys.readouterr()
+    assert main(["export", "--model", art["model_path"], "--format", "tflite", "--set", "train.epochs=3",
+                 "--out", str(tmp_path / "x.tflite")]) == 2
+    assert "only eval.* keys apply" in capsys.readouterr().err
