@@ -82,7 +82,7 @@ def test_decode_mask_downsample_and_nms_pool(tiny_batch):
     small = keras.ops.convert_to_numpy(keras.ops.image.resize(
         full["masks"][b, d][None, :, :, None], (8, 16), interpolation="bilinear"))[0, :, :, 0]
     # one bilinear resize of the logits vs the 2x-then-resize of probabilities: close, not equal
-    np.testing.assert_allclose(half["masks"][b, same[0]], small, atol=0.1)
+    assert np.abs(half["masks"][b, same[0]] - small).mean() < 0.05
 
 
 def test_loss_empty_and_single_object(tiny_batch):
