@@ -131,11 +131,21 @@ def cmd_benchmark(args):
 
 # ---------------------------------------------------------------------------
 
+def _version():
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("keras-solo")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-solo",
         description="SOLO instance segmentation with grid attention (Keras 3 / TensorFlow).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"keras-solo {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name, func, help_text):

@@ -340,8 +340,9 @@ def _coerce(value, tp, key):
 
 
 def _build(cls, data, prefix):
-    if data is None:
-        data = {}
+    if data is None:  # an empty or comment-only file would silently train the defaults (the paper preset)
+        raise SoloError(f"{path}: empty config (no keys); start from a preset in training/ "
+                        "(the defaults are the ResNet-50 paper model at 1344x672)")
     if not isinstance(data, dict):
         raise _FieldError(prefix or "<root>", f"expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -426,8 +427,9 @@ def read_yaml(path):
         raise SoloError(f"{path}: not a config (YAML nested too deeply)") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SoloError(f"{path}: cannot read ({e.__class__.__name__})") from None
-    if data is None:
-        data = {}
+    if data is None:  # an empty or comment-only file would silently train the defaults (the paper preset)
+        raise SoloError(f"{path}: empty config (no keys); start from a preset in training/ "
+                        "(the defaults are the ResNet-50 paper model at 1344x672)")
     if not isinstance(data, dict):
         raise SoloError(f"{path}: expected a mapping of sections (model, data, train, eval, export)")
     return data

@@ -236,6 +236,14 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             self.data_epoch.assign(int(getattr(self.model, "_initial_epoch", None) or 0))
 
 
+def _number(text):
+    """A CSV cell as float; NaN for empty or "NA" (Keras' CSVLogger writes NA for missing metrics)."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return np.nan
+
+
 def plot_losses(csv_path, png_path):
     """Loss curve PNG from the CSV log."""
     import csv
@@ -253,7 +261,7 @@ def plot_losses(csv_path, png_path):
     fig, ax = plt.subplots(figsize=(6, 4))
     for key in ("loss", "cate_loss", "mask_loss", "val_loss"):
         if key in rows[0]:
-            values = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
+            values = [_number(r.get(key)) for r in rows]
             ax.plot(epochs, values, marker="o", label=key)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
@@ -305,7 +313,7 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
 
     train_coco = builders.load_split(config, "train")
     val_coco = None
-    if config.data.val_json and os.path.exists(config.data.val_json):
+    if config.data.val_json:  # a missing file is an error (load_split); "" trains without validation
         val_coco = builders.load_split(config, "val")
     steps = config.train.steps_per_epoch or max(1, math.ceil(len(train_coco.records) / config.train.batch_size))
     from keras_solo.data.pipeline import call_with_data_errors, new_epoch_variable

@@ -55,3 +55,12 @@ def test_config_prints_resolved(capsys):
 
 def test_parser_builds():
     assert build_parser().prog == "keras-solo"
+
+
+def test_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"keras-solo {version('keras-solo')}"

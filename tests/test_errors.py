@@ -132,6 +132,20 @@ def _(base, folder):
     return ["config", "--config", str(path)], [str(path), "not valid YAML", "python/object", "safe_load"]
 
 
+@case("config-empty")
+def _(base, folder):
+    path = _config(folder, "# only a comment\n")
+    return ["config", "--config", str(path)], [f"{path}: empty config (no keys)"]
+
+
+@case("train-val-json-missing")
+def _(base, folder):
+    data = _copy_synthetic(base, folder)
+    missing = data / "instances_vla.json"
+    return (_train_argv(data, folder / "run", f"data.val_json={missing}"),
+            [f"{missing}: "])
+
+
 @case("config-not-a-mapping")
 def _(base, folder):
     path = _config(folder, "- model\n- train\n")

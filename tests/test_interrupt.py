@@ -276,3 +276,19 @@ def test_truncated_backup_is_one_line(synthetic, tmp_path):
     assert message.startswith(f"{run / 'backup'}: cannot resume from this backup (OSError: ") and "\n" not in message
     assert message.endswith("delete the folder to restart the run from epoch 1, or use --overwrite")
     release_pipelines()
+
+
+def test_training_without_validation_finishes_and_plots(synthetic, tmp_path):
+    """`data.val_json=` (no validation on purpose): DONE and a loss curve, NA cells in the log or not."""
+    from keras_solo.train import plot_losses, train
+
+    config = tiny_config(str(synthetic), "train.batch_size=2", "train.steps_per_epoch=1", "train.epochs=2",
+                         "data.val_json=")
+    run = tmp_path / "run"
+    train(config, str(run), verbose=0)
+    assert (run / "DONE").exists() and (run / "loss_curve.png").exists()
+    # Keras' CSVLogger writes NA for a metric missing in an epoch: the plot takes it as a gap
+    log = run / "na.csv"
+    log.write_text("epoch,loss,val_loss\n0,2.0,NA\n1,1.5,1.4\n")
+    assert plot_losses(str(log), str(tmp_path / "na.png")) == str(tmp_path / "na.png")
+    release_pipelines()
