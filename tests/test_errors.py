@@ -256,6 +256,17 @@ def _(base, folder):
     return ["inspect-data", path], [path, "image 1: annotation 2: unknown category_id 42"]
 
 
+@case("json-duplicate-file-name")
+def _(base, folder):
+    def change(d):
+        d["images"][1]["file_name"] = d["images"][0]["file_name"]
+    path = _tiny_json(base, folder, change)
+    data = json.loads(open(path).read())
+    first, second = data["images"][0], data["images"][1]
+    return ["inspect-data", path], [path, f"image {second['id']}: file_name {first['file_name']!r} is also image "
+                                          f"{first['id']}"]
+
+
 @case("json-duplicate-image-id")
 def _(base, folder):
     path = _tiny_json(base, folder, lambda d: d["images"][1].update(id=1))

@@ -203,6 +203,10 @@ def load_coco(json_path, image_root=None, *, strict=False, class_names=None):
             image_id, record = parsed
             anns_by_image[image_id].append(record)
     skipped.warn()
+    if stats["other_category"]:
+        unknown = sorted(name for cat_id, name in all_cats.items() if cat_id not in label_of)
+        warnings.warn(f"{json_path}: dropped {stats['other_category']} annotation(s) of categories the model "
+                      f"does not know ({', '.join(unknown)[:200]})", stacklevel=2)
     stats["skipped_polygons"] = skipped.polygons
     stats["dropped_annotations"] = skipped.annotations
 
@@ -537,6 +541,7 @@ def _parse_images(json_path, image_root, entries):
     if not entries:
         raise SoloError(where(json_path, "no images: 'images' is empty"))
     images = {}
+    by_path = {}
     for index, entry in enumerate(entries):
         _check_entry(entry, "images", index, json_path, ("id", "file_name", "width", "height"))
         image_id = _as_int(entry["id"], "id", where(json_path, f"images[{index}]"))
@@ -547,6 +552,11 @@ def _parse_images(json_path, image_root, entries):
         if not isinstance(file_name, str) or not file_name:
             raise SoloError(where(context, f"'file_name' must be a non-empty string, got {file_name!r}"))
         path = _safe_join(image_root, file_name, context)
+        key = os.path.normcase(os.path.normpath(path))
+        if key in by_path:  # one image under two ids is trained and scored twice
+            raise SoloError(where(context, f"file_name {file_name!r} is also image {by_path[key]}: "
+                                           "an image may be listed once"))
+        by_path[key] = image_id
         width = _as_int(entry["width"], "width", context, minimum=1, maximum=_MAX_SIDE)
         height = _as_int(entry["height"], "height", context, minimum=1, maximum=_MAX_SIDE)
         images[image_id] = (file_name, path, width, height)
