@@ -274,19 +274,46 @@ def plot_losses(csv_path, png_path):
     return png_path
 
 
-def prepare_run_dir(out_dir, overwrite=False, resume=True):
+def _config_differences(saved_path, config):
+    """Dotted keys whose values differ between a saved config.yaml and `config`."""
+    from keras_solo.config import config_to_dict, load_config
+
+    def flat(value, prefix=""):
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                out.update(flat(item, f"{prefix}{key}."))
+            return out
+        return {prefix[:-1]: value}
+
+    old, new = flat(config_to_dict(load_config(saved_path))), flat(config_to_dict(config))
+    return [f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
+            if old.get(key) != new.get(key)]
+
+
+def prepare_run_dir(out_dir, overwrite=False, resume=True, config=None):
     """Creates the run folder.
 
     An unfinished run (a `backup/` folder and no DONE) resumes when `resume`,
-    whatever `overwrite` says, so re-running a killed command continues it. A
-    finished run, or a folder holding other files, is refused unless
-    `overwrite` (then it is replaced).
+    so re-running a killed command continues it; with a `config` that differs
+    from the run's config.yaml that is an error listing the differences (the
+    run would continue under other settings while its config.yaml claimed
+    one), and `overwrite` starts it afresh instead. A finished run, or a
+    folder holding other files, is refused unless `overwrite` (then it is
+    replaced). Call it after every input is checked: `overwrite` deletes.
     """
     done = os.path.join(out_dir, "DONE")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise SoloError(f"{out_dir}: exists and is not a folder; choose another --out")
     if os.path.exists(out_dir) and os.listdir(out_dir):
         unfinished = os.path.isdir(os.path.join(out_dir, "backup")) and not os.path.exists(done)
-        if unfinished and resume:
-            pass
+        saved = os.path.join(out_dir, "config.yaml")
+        if unfinished and resume and not overwrite:
+            if config is not None and os.path.exists(saved):
+                changed = _config_differences(saved, config)
+                if changed:
+                    raise SoloError(f"{out_dir}: an unfinished run with another config ({'; '.join(changed)[:400]}); "
+                                    "re-run with its settings to resume, or --overwrite to start afresh")
         elif overwrite:
             shutil.rmtree(out_dir)
         elif os.path.exists(done):
@@ -304,7 +331,8 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
     """
     import tensorflow as tf
 
-    prepare_run_dir(out_dir, overwrite=overwrite, resume=resume)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise SoloError(f"{out_dir}: exists and is not a folder; choose another --out")
     if verbose is None:  # a progress bar on a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else 2
     keras.utils.set_random_seed(config.train.seed)
@@ -321,6 +349,8 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
     data_epoch = new_epoch_variable()
     train_ds = builders.build_dataset(config, train_coco, training=True, repeat=True, epoch_variable=data_epoch)
     val_ds = builders.build_dataset(config, val_coco, training=False) if val_coco else None
+    # Only now, with the config and the data checked, may --overwrite delete an earlier run.
+    prepare_run_dir(out_dir, overwrite=overwrite, resume=resume, config=config)
 
     strategy = get_strategy(config.train.strategy)
     with strategy.scope():

@@ -292,3 +292,39 @@ def test_training_without_validation_finishes_and_plots(synthetic, tmp_path):
     log.write_text("epoch,loss,val_loss\n0,2.0,NA\n1,1.5,1.4\n")
     assert plot_losses(str(log), str(tmp_path / "na.png")) == str(tmp_path / "na.png")
     release_pipelines()
+
+
+def test_overwrite_deletes_nothing_before_the_inputs_are_checked(synthetic, tmp_path):
+    """A typo in data.train_json with --overwrite on a finished run: error, the run is untouched."""
+    from keras_solo.train import train
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "DONE").write_text("")
+    (run / "best.keras").write_bytes(b"weights")
+    config = tiny_config(str(synthetic), f"data.train_json={synthetic / 'instances_trian.json'}")
+    with pytest.raises(SoloError, match="instances_trian.json"):
+        train(config, str(run), overwrite=True, verbose=0)
+    assert (run / "best.keras").read_bytes() == b"weights" and (run / "DONE").exists()
+
+
+def test_resume_with_another_config_is_an_error_and_overwrite_starts_afresh(synthetic, tmp_path):
+    from keras_solo.config import save_config
+    from keras_solo.train import train
+
+    run = tmp_path / "run"
+    (run / "backup").mkdir(parents=True)  # a killed run: backup/, no DONE
+    killed = tiny_config(str(synthetic), "train.batch_size=2", "train.steps_per_epoch=1", "train.epochs=1")
+    save_config(killed, str(run / "config.yaml"))
+    changed = tiny_config(str(synthetic), "train.batch_size=2", "train.steps_per_epoch=1", "train.epochs=1",
+                          "train.optimizer=sgd", "train.learning_rate=0.5")
+    with pytest.raises(SoloError) as info:
+        train(changed, str(run), verbose=0)
+    message = str(info.value)
+    assert message.startswith(f"{run}: an unfinished run with another config (")
+    assert "train.optimizer 'adamw' -> 'sgd'" in message and "train.learning_rate" in message
+    assert "--overwrite to start afresh" in message
+    train(changed, str(run), overwrite=True, verbose=0)  # fresh: the old backup is gone, the run finishes
+    assert (run / "DONE").exists()
+    assert "optimizer: sgd" in (run / "config.yaml").read_text()
+    release_pipelines()
