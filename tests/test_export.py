@@ -519,7 +519,7 @@ def test_edge_preset_exports_int8_and_onnx(tmp_path):
     meta = export.export_model(model, str(tmp_path / "edge_int8.tflite"), quant="int8", top_k=config.export.top_k,
                                calibration=calibration, progress=None)
     assert meta["candidates_per_level"] == split_nms_pre(config.export.top_k, model.grids, model.num_classes)
-    assert meta["mask_size"] == list(model.mask_sizes[0])
+    assert meta["mask_size"] == list(model.output_mask_size)
     assert "CONV_2D" not in meta["ops"]["network_float"] and not meta["ops"]["decode_int8"]
     onnx_path = str(tmp_path / "edge.onnx")
     onnx_meta = export.export_model(model, onnx_path, fmt="onnx", top_k=config.export.top_k, progress=None)
@@ -558,3 +558,37 @@ def test_cli_export_set_bakes_half_size_masks_and_pooled_nms(art, tmp_path, caps
     assert main(["export", "--model", art["model_path"], "--format", "tflite", "--set", "train.epochs=3",
                  "--out", str(tmp_path / "x.tflite")]) == 2
     assert "only eval.* keys apply" in capsys.readouterr().err
+
+
+def test_batch_norm_heads_fold_at_export_and_match_keras(art, tmp_path):
+    """head_norm: batch (the edge preset's): fp32 TFLite matches Keras, int8 has no GroupNorm chain."""
+    import keras
+
+    from keras_solo.builders import build_model
+
+    keras.utils.set_random_seed(1)
+    model = _with_detections(build_model(tiny_config(None, "model.head_norm=batch")), seed=1)
+    rng = np.random.default_rng(1)
+    for bn in model.head.cate_norms + model.head.mask_norms:  # trained-looking statistics, not 0 / 1
+        bn.moving_mean.assign(rng.normal(0, 0.05, bn.moving_mean.shape).astype(np.float32))
+        bn.moving_variance.assign(rng.uniform(0.5, 2.0, bn.moving_variance.shape).astype(np.float32))
+        bn.gamma.assign(rng.uniform(0.5, 1.5, bn.gamma.shape).astype(np.float32))
+        bn.beta.assign(rng.normal(0, 0.3, bn.beta.shape).astype(np.float32))
+    path = str(tmp_path / "bn.tflite")
+    export.export_model(model, path, top_k=TOP_K, progress=None)
+    batch = _batch(art)
+    reference = export.reference_outputs(model, batch, top_k=TOP_K)
+    outputs = _engine_outputs(path, batch)
+    np.testing.assert_allclose(outputs["scores"], reference["scores"], atol=1e-3)
+    np.testing.assert_array_equal(outputs["labels"], reference["labels"])
+    pairs, count = match(reference, outputs)
+    assert count == len(pairs) > 0
+    assert all(iou > 0.99 for _, _, iou in pairs if iou > 0)
+    calibration = lambda: (rng.uniform(0, 255, batch.shape).astype(np.float32) for _ in range(4))  # noqa: E731
+    meta = export.export_model(model, str(tmp_path / "bn_int8.tflite"), quant="int8", top_k=TOP_K,
+                               calibration=calibration, progress=None)
+    ops = meta["ops"]["network_int8"]
+    assert ops["CONV_2D"] == 18  # the BatchNorms are folded into the convs: no op of their own
+    group = json.load(open(export.sidecar_path(exported(art, "tflite", "int8"))))["ops"]["network_int8"]
+    head_group_norms = len(model.levels) * 2 * model.head_convs  # GroupNorm after every tower conv, per level
+    assert group["RSQRT"] - ops["RSQRT"] == head_group_norms > 0  # left: the tiny backbone's and the attention's
