@@ -149,10 +149,10 @@ def to_original(decoded, *, input_size, orig_size, scale, mask_thr=0.5, min_scor
                                      image_info=(orig_size[0], orig_size[1], scale), mask_thr=mask_thr,
                                      return_boxes=True)
     nonempty = boxes[:, 2] > boxes[:, 0]  # boxes of empty masks are zeros
-    boxes = boxes[nonempty]
+    if not nonempty.all():  # copying N full-size masks costs more than the warps: only when needed
+        masks, boxes, scores, labels = masks[nonempty], boxes[nonempty], scores[nonempty], labels[nonempty]
     boxes[:, 2:] -= boxes[:, :2]  # COCO x, y, w, h
-    return {"scores": scores[nonempty], "labels": labels[nonempty], "masks": masks[nonempty],
-            "boxes": boxes}
+    return {"scores": scores, "labels": labels, "masks": masks, "boxes": boxes}
 
 
 def encode_rle(mask):
