@@ -340,9 +340,8 @@ def _coerce(value, tp, key):
 
 
 def _build(cls, data, prefix):
-    if data is None:  # an empty or comment-only file would silently train the defaults (the paper preset)
-        raise SoloError(f"{path}: empty config (no keys); start from a preset in training/ "
-                        "(the defaults are the ResNet-50 paper model at 1344x672)")
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise _FieldError(prefix or "<root>", f"expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)

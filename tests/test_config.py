@@ -86,7 +86,8 @@ def test_cross_field_rule(tmp_path):
 
 
 def test_bad_override_is_named(tmp_path):
-    assert "train.epohcs" in _error(tmp_path, "", ["train.epohcs=3"])
+    assert "train.epohcs" in _error(tmp_path, "train:\n  epochs: 2\n", ["train.epohcs=3"])
+    assert "empty config (no keys)" in _error(tmp_path, "# nothing\n", ["train.epochs=3"])
 
 
 def test_not_yaml_and_missing(tmp_path):

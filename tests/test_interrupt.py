@@ -72,7 +72,9 @@ def test_sigkill_mid_epoch_then_resume(synthetic, tmp_path):
     run = tmp_path / "run"
     epochs = 3
     command = [sys.executable, "-m", "keras_solo.cli", "train", "--config", DEMO, "--out", str(run)]
-    for item in (*TINY_MODEL_OVERRIDES, "train.batch_size=2", "train.steps_per_epoch=8", f"train.epochs={epochs}",
+    # 24 steps: epoch 2 must outlast the 0.2 s between seeing epoch 1 end and the kill (with 8 steps the
+    # faster model of the edge-latency issue finished epoch 2's backup, not yet its log row, in that time)
+    for item in (*TINY_MODEL_OVERRIDES, "train.batch_size=2", "train.steps_per_epoch=24", f"train.epochs={epochs}",
                  f"data.train_json={synthetic / 'instances_train.json'}",
                  f"data.val_json={synthetic / 'instances_val.json'}"):
         command += ["--set", item]
