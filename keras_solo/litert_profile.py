@@ -10,8 +10,11 @@ of the first n operators,
 
     time(ops[a:b]) = T(b) - T(a)
 
-Consecutive operators with the same block label (`block_of`) form one
-segment; a block's time is the sum of its segments. The cuts are timed in
+The operators the network's outputs depend on are moved before the
+decoding's (still an execution order: decoding only reads the network's
+outputs), so that each cut holds whole XNNPACK partitions of the int8
+network. Consecutive operators with the same block label (`block_of`) form
+one segment; a block's time is the sum of its segments. The cuts are timed in
 interleaved rounds (every cut once per round), so a change of machine load
 spreads over all cuts instead of landing on one block. By default the
 cuts run on 1 thread and are timed in the calling thread's CPU time, which
@@ -78,7 +81,6 @@ def _cut_model(model_obj, n, consumers_after, graph_outputs):
     import copy
 
     import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
 
     cut = copy.copy(model_obj)
     sub = copy.copy(model_obj.subgraphs[0])
@@ -92,7 +94,7 @@ def _cut_model(model_obj, n, consumers_after, graph_outputs):
     cut.signatureDefs = []
     builder = flatbuffers.Builder(1024)
     builder.Finish(cut.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), schema
+    return bytes(builder.Output())
 
 
 def profile_tflite(path, *, threads=1, rounds=3, runs=7, warmup=2, image=None, progress=print):
@@ -150,7 +152,7 @@ def profile_tflite(path, *, threads=1, rounds=3, runs=7, warmup=2, image=None, p
     graph_outputs = {int(t) for t in sub.outputs}
     interpreters = {}
     for n in cuts:
-        content = _cut_model(model_obj, n, consumers_after, graph_outputs)[0]
+        content = _cut_model(model_obj, n, consumers_after, graph_outputs)
         interp = Interpreter(model_content=content, num_threads=threads)
         interp.allocate_tensors()
         interpreters[n] = interp
