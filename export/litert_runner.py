@@ -325,13 +325,13 @@ def predict(engine, source, out, *, score_thr=0.3, limit=0, overwrite=False):
     names = engine.names()
     records, times = [], []
     if kind == "images":
-        for path in sources[:limit] if limit else sources:
+        chosen = sources[:limit] if limit else sources
+        for path, name in zip(chosen, det.overlay_names(chosen)):
             image = read_rgb(path)
             found, timing = engine(image, min_score=score_thr)
             times.append(timing["total"])
             overlay = det.draw_overlay(image, found, names, score_thr=score_thr)
-            stem = os.path.splitext(os.path.basename(path))[0]
-            cv2.imwrite(os.path.join(out, f"{stem}.jpg"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(os.path.join(out, name), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
             records.append(detections_record(os.path.basename(path), found, names))
     else:
         capture = cv2.VideoCapture(sources)

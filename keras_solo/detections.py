@@ -7,6 +7,7 @@ image sits at the top-left, padding bottom/right.
 """
 
 import colorsys
+import os
 
 import cv2
 import numpy as np
@@ -42,6 +43,18 @@ def letterbox_resize(image, size):
     interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
     resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
     return resized[:height, :width], scale
+
+
+def overlay_names(paths):
+    """The overlay file name of each source image: ``stem.jpg``, or
+    ``stem_ext.jpg`` for stems that two sources share (``a.png`` and
+    ``a.jpg`` would otherwise write one ``a.jpg``, the second replacing the
+    first)."""
+    stems = [os.path.splitext(os.path.basename(p)) for p in paths]
+    counts = {}
+    for stem, _ in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    return [f"{stem}.jpg" if counts[stem] == 1 else f"{stem}_{ext.lstrip('.').lower()}.jpg" for stem, ext in stems]
 
 
 def _resize_stack(masks, height, width):

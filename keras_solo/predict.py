@@ -98,9 +98,9 @@ def prepare_out_dir(out, overwrite, sources=()):
 def output_paths(out, sources):
     """The files `predict` writes into `out` for these sources."""
     paths = [os.path.join(out, "detections.json")]
-    for path in sources:
+    for path, name in zip(sources, det.overlay_names(sources)):
         stem = os.path.splitext(os.path.basename(path))[0]
-        paths += [os.path.join(out, f"{stem}.jpg"), os.path.join(out, f"{stem}_pred.mp4")]
+        paths += [os.path.join(out, name), os.path.join(out, f"{stem}_pred.mp4")]
     return paths
 
 
@@ -109,12 +109,11 @@ def predict_images(predict, paths, out, class_names, *, score_thr=0.3, limit=0, 
 
     records = []
     paths = paths[:limit] if limit else paths
-    for path in tqdm(paths, desc="predict", unit="img", disable=not progress):
+    for path, name in zip(tqdm(paths, desc="predict", unit="img", disable=not progress), det.overlay_names(paths)):
         image = read_rgb(path)
         found = predict(image)
         overlay = det.draw_overlay(image, found, class_names, score_thr=score_thr)
-        stem = os.path.splitext(os.path.basename(path))[0]
-        cv2.imwrite(os.path.join(out, f"{stem}.jpg"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(os.path.join(out, name), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
         records.append(detections_json(os.path.basename(path), found, class_names))
     return records
 

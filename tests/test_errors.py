@@ -497,9 +497,9 @@ def _(base, folder):
     images = folder / "images"
     shutil.copytree(base / "syn" / "val", images)
     first = sorted(images.iterdir())[0]
-    shutil.copy(first, images / (first.stem + ".jpg"))  # a.png's overlay would be a.jpg
+    shutil.copy(first, images / "frame.jpg")  # frame.jpg's overlay would be frame.jpg itself
     return (["predict", "--model", str(folder / "any.keras"), "--source", str(images), "--out", str(images),
-             "--overwrite"], [f"{images}: writing here would replace the input {images / (first.stem + '.jpg')}"])
+             "--overwrite"], [f"{images}: writing here would replace the input {images / 'frame.jpg'}"])
 
 
 @case("predict-source-missing")

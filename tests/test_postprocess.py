@@ -311,3 +311,9 @@ def test_boxes_from_masks():
     masks = np.zeros((2, 10, 12), bool)
     masks[0, 2:5, 3:9] = True
     np.testing.assert_array_equal(det.boxes_from_masks(masks), [[3, 2, 9, 5], [0, 0, 0, 0]])
+
+
+def test_overlay_names_keep_sources_with_one_stem_apart():
+    names = det.overlay_names(["d/a.png", "d/a.JPG", "d/b.png", "e/c.jpg"])
+    assert names == ["a_png.jpg", "a_jpg.jpg", "b.jpg", "c.jpg"]
+    assert len(set(names)) == len(names)

@@ -93,9 +93,12 @@ def test_predict_folder_and_video(art, tmp_path):
         writer.write(frame)
         cv2.imwrite(str(frames / f"f{i}.png"), frame)
     writer.release()
+    cv2.imwrite(str(frames / "f2.jpg"), cv2.imread(str(frames / "f0.png")))  # one stem, two files
     proc = run_runner("predict", model, "--source", frames, "--out", tmp_path / "dir")
     assert proc.returncode == 0, proc.stderr
-    assert sorted(os.listdir(tmp_path / "dir")) == ["detections.json", "f0.jpg", "f1.jpg", "f2.jpg"]
+    # f2.png and f2.jpg get an overlay each (one f2.jpg used to replace the other)
+    assert sorted(os.listdir(tmp_path / "dir")) == ["detections.json", "f0.jpg", "f1.jpg", "f2_jpg.jpg", "f2_png.jpg"]
+    assert len(json.load(open(tmp_path / "dir" / "detections.json"))) == 4
     proc = run_runner("predict", model, "--source", video, "--out", tmp_path / "vid")
     assert proc.returncode == 0, proc.stderr
     assert "predicted 3 frames" in proc.stdout
