@@ -35,6 +35,10 @@ echo "+ $K benchmark $O/${T}_int8.tflite --threads 2 --warmup 10 --runs 100 --ro
 $K benchmark $O/${T}_int8.tflite --threads 2 --warmup 10 --runs 100 --rounds 3 --source $IMG \
     --compare $P/yolo11n-seg_320x640.int8.onnx $P/yolo26n-seg_320x640.int8.onnx \
     --json $O/compare_${T}_int8.json 2>&1 | quiet
+MEDIAN=$(ls $D/val/images/monchengladbach_000000_007695_*.jpg | head -1)  # 5 detections: the median frame
+$K benchmark $O/${T}_int8.tflite --threads 2 --warmup 10 --runs 100 --rounds 3 --source $MEDIAN \
+    --compare $P/yolo11n-seg_320x640.int8.onnx $P/yolo26n-seg_320x640.int8.onnx \
+    --json $O/compare_${T}_int8_median.json 2>&1 | quiet
 echo "+ $K export --model $M --format tflite --quant int8 --imgsz 640x640 $* ... --out $O/${T}_640_int8.tflite"
 $K export --model $M --format tflite --quant int8 --imgsz 640x640 "$@" $CAL --out $O/${T}_640_int8.tflite --overwrite 2>&1 | quiet
 echo "+ uptime: $(uptime)"
