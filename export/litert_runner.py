@@ -319,6 +319,13 @@ def detections_record(name, found, class_names):
 def predict(engine, source, out, *, score_thr=0.3, limit=0, overwrite=False):
     """Overlays (and a video) plus detections.json for an image, a folder or a video."""
     kind, sources = list_sources(source)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise RunnerError(f"{out}: exists and is not a folder; --out must name a folder")
+    parent = os.path.abspath(out)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunnerError(f"{out}: cannot write here ({parent} is not writable)")
     if os.path.exists(out) and os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise RunnerError(f"{out}: already holds files; use --overwrite or another --out")
     os.makedirs(out, exist_ok=True)

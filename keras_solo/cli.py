@@ -10,7 +10,7 @@ import gc
 import os
 import sys
 
-from keras_solo.errors import SoloError
+from keras_solo.errors import SoloError, check_output
 
 
 def _size(text):
@@ -40,6 +40,7 @@ def _quiet_tf():
 def cmd_make_synthetic(args):
     from keras_solo.data.synthetic import make_synthetic
 
+    check_output(args.out)
     stats = make_synthetic(args.out, images=args.images, size=args.size, seed=args.seed,
                            overwrite=args.overwrite)
     print(f"wrote synthetic dataset to {args.out}: {stats.get('summary', stats)}")
@@ -48,6 +49,7 @@ def cmd_make_synthetic(args):
 def cmd_convert_cityscapes(args):
     from keras_solo.data.convert import convert_cityscapes
 
+    check_output(args.out, folder=False)
     stats = convert_cityscapes(args.root, args.split, args.out, classes=args.classes, overwrite=args.overwrite)
     print(f"wrote {args.out}: {stats}")
 
@@ -55,6 +57,7 @@ def cmd_convert_cityscapes(args):
 def cmd_convert_yolo(args):
     from keras_solo.data.convert import convert_yolo
 
+    check_output(args.out, folder=False)
     stats = convert_yolo(args.data, args.split, args.out, classes=args.classes, overwrite=args.overwrite,
                          strict=args.strict, crowd_groups=args.crowd_groups)
     print(f"wrote {args.out}: {stats}")
@@ -63,6 +66,8 @@ def cmd_convert_yolo(args):
 def cmd_inspect_data(args):
     from keras_solo.data.inspect import format_report, inspect_data
 
+    if args.out:
+        check_output(args.out)
     stats = inspect_data(args.json, image_root=args.images, out_dir=args.out, num_overlays=args.overlays)
     print(format_report(stats))
 

@@ -25,6 +25,26 @@ class SoloError(Exception):
         super().__init__(message)
 
 
+def check_output(path, *, folder=True, option="--out"):
+    """The one output-path check, before any work: a one-line SoloError when
+    `path` cannot be written as a folder (or, with ``folder=False``, as a
+    file): an existing file where a folder is wanted (or the reverse), or no
+    write permission in the nearest existing folder above it.
+    """
+    path = os.fspath(path)
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        raise SoloError(f"{path}: exists and is not a folder; {option} must name a folder")
+    if not folder and os.path.isdir(path):
+        raise SoloError(f"{path}: is a folder; {option} must name a file")
+    existing = os.path.abspath(path) if (folder and os.path.isdir(path)) else os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise SoloError(f"{path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SoloError(f"{path}: cannot write here ({existing} is not writable)")
+
+
 def where(path, *parts):
     """Formats a location prefix: ``file.json: image 3: annotation 7``."""
     return ": ".join([str(path)] + [str(p) for p in parts if p is not None and p != ""])

@@ -15,7 +15,7 @@ import warnings
 
 
 from keras_solo import detections as det
-from keras_solo.errors import SoloError, write_json
+from keras_solo.errors import SoloError, check_output, write_json
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -229,6 +229,7 @@ def apply_eval_overrides(model, overrides):
 
 def evaluate_command(args):
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "eval")
+    check_output(out)  # before TensorFlow, the model load and the whole evaluation
     metrics_path = os.path.join(out, "metrics.json")
     if not args.overwrite:  # before TensorFlow and the model load
         held = [n for n in ("metrics.json", "detections.json") if os.path.exists(os.path.join(out, n))]

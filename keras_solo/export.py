@@ -82,7 +82,7 @@ import warnings
 
 import numpy as np
 
-from keras_solo.errors import SoloError, write_json
+from keras_solo.errors import SoloError, check_output, write_json
 
 # One table drives export and benchmark: format -> file suffix, quant modes, runtime.
 FORMATS = {
@@ -751,6 +751,7 @@ def export_command(args):
     export_config = config_from_dict({"export": values}, "export arguments").export
 
     out = args.out or default_output(args.model, fmt, quant)
+    check_output(out, folder=fmt == "saved_model")
     _check_outputs(os.path.abspath(out), args.overwrite)
     model = load_model(args.model)
     model = resize_model(model, args.imgsz)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from keras_solo import detections as det
-from keras_solo.errors import SoloError, write_json
+from keras_solo.errors import SoloError, check_output, write_json
 
 
 class Predictor:
@@ -84,8 +84,7 @@ def detections_json(name, detections, class_names):
 def prepare_out_dir(out, overwrite, sources=()):
     """Refuses a folder holding files (unless `overwrite`) or one where an
     output would replace an input image; then creates it."""
-    if os.path.isfile(out):
-        raise SoloError(f"{out}: is a file; --out must be a folder")
+    check_output(out)
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise SoloError(f"{out}: already holds files; use --overwrite or another --out")
     outputs = {os.path.realpath(p) for p in output_paths(out, sources)}

@@ -26,7 +26,7 @@ import numpy as np
 
 from keras_solo import builders
 from keras_solo.config import save_config
-from keras_solo.errors import SoloError, atomic_write
+from keras_solo.errors import SoloError, atomic_write, check_output
 
 
 @keras.saving.register_keras_serializable(package="keras_solo")
@@ -331,8 +331,7 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
     """
     import tensorflow as tf
 
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise SoloError(f"{out_dir}: exists and is not a folder; choose another --out")
+    check_output(out_dir)
     if verbose is None:  # a progress bar on a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else 2
     keras.utils.set_random_seed(config.train.seed)

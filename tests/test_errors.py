@@ -655,3 +655,40 @@ if __name__ == "__main__":  # prints the catalogue's messages (paths shortened) 
                 main(argv_)
             line = stream.getvalue().strip().splitlines()[-1]
             print(f"{case_name}\t{argv_[0]}\t{line.replace(str(folder), 'F').replace(str(base_dir), 'B')}")
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "inspect-data", "make-synthetic", "export"])
+def test_out_naming_a_file_is_one_line_before_any_work(command, base, tmp_path, capsys):
+    """--out naming an existing file: one line, nothing run (it used to be a FileExistsError traceback)."""
+    target = tmp_path / "taken"
+    target.write_text("mine")
+    model = str(tmp_path / "any.keras")
+    argv = {
+        "train": _train_argv(base / "syn", target),
+        "evaluate": ["evaluate", "--model", model, "--data", str(base / "syn" / "instances_val.json"),
+                     "--out", str(target)],
+        "predict": ["predict", "--model", model, "--source", str(base / "syn" / "val"), "--out", str(target)],
+        "inspect-data": ["inspect-data", str(base / "syn" / "instances_val.json"), "--out", str(target)],
+        "make-synthetic": ["make-synthetic", "--out", str(target), "--images", "2"],
+        "export": ["export", "--model", model, "--format", "saved_model", "--out", str(target)],
+    }[command]
+    code, err = _run(capsys, argv)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip() == f"error: {target}: exists and is not a folder; --out must name a folder"
+    assert target.read_text() == "mine"
+
+
+def test_out_under_a_read_only_folder_is_one_line(base, tmp_path, capsys, monkeypatch):
+    """Read-only parents (simulated: the tests run as root, which may write anywhere)."""
+    import os as _os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = _os.access
+    monkeypatch.setattr(_os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    out = locked / "eval"
+    code, err = _run(capsys, ["evaluate", "--model", str(tmp_path / "any.keras"),
+                              "--data", str(base / "syn" / "instances_val.json"), "--out", str(out)])
+    assert code == 2 and err.strip() == f"error: {out}: cannot write here ({locked} is not writable)"
+    code, err = _run(capsys, ["make-synthetic", "--out", str(locked / "syn"), "--images", "2"])
+    assert code == 2 and "is not writable" in err and not (locked / "syn").exists()
