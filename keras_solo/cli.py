@@ -214,7 +214,7 @@ def build_parser():
     p = add("predict", cmd_predict, "detections + overlays for an image, a folder or a video")
     p.add_argument("--model", required=True, help=".keras model")
     p.add_argument("--source", required=True, help="image, folder of images, or video")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", default=None, help="output folder (default: a new runs/predict/N)")
     p.add_argument("--limit", type=int, default=0, help="only the first N images / frames")
     p.add_argument("--score", type=float, default=0.3, help="draw detections above this score")
     p.add_argument("--overwrite", action="store_true")

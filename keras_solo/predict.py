@@ -81,6 +81,14 @@ def detections_json(name, detections, class_names):
     }
 
 
+def next_run_dir(parent):
+    """`parent/N` for the smallest N >= 1 that does not exist yet."""
+    n = 1
+    while os.path.exists(os.path.join(parent, str(n))):
+        n += 1
+    return os.path.join(parent, str(n))
+
+
 def prepare_out_dir(out, overwrite, sources=()):
     """Refuses a folder holding files (unless `overwrite`) or one where an
     output would replace an input image; then creates it."""
@@ -156,6 +164,8 @@ def predict_video(predict, path, out, class_names, *, score_thr=0.3, limit=0, pr
 def predict_command(args):
     kind, sources = list_sources(args.source)
     inputs = sources if kind == "images" else [sources]
+    if args.out is None:  # like ultralytics: a fresh numbered folder, never an earlier one
+        args.out = next_run_dir(os.path.join("runs", "predict"))
     prepare_out_dir(args.out, args.overwrite, inputs)  # before TensorFlow and the model load
 
     from keras_solo.model.solo import load_model

@@ -61,3 +61,12 @@ def test_evaluate_and_predict(run, tmp_path, capsys):
                  "--score", "0.0"]) == 0
     written = sorted(os.listdir(tmp_path / "pred"))
     assert "detections.json" in written and sum(n.endswith(".jpg") for n in written) == 2
+    # without --out: a fresh runs/predict/N each time, never an earlier one (like ultralytics)
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        for n in (1, 2):
+            assert main(["predict", "--model", model, "--source", str(data / "val"), "--limit", "1"]) == 0
+            assert (tmp_path / "runs" / "predict" / str(n) / "detections.json").exists()
+    finally:
+        os.chdir(here)
