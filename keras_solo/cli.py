@@ -164,31 +164,32 @@ def build_parser():
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--images", type=int, default=400, help="number of images (train + val)")
     p.add_argument("--size", type=_size, default=(256, 128), help="image size WxH (default 256x128)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same files)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
 
     p = add("convert-cityscapes", cmd_convert_cityscapes, "Cityscapes gtFine polygons -> COCO instances JSON")
     p.add_argument("--root", required=True, help="Cityscapes root (holds gtFine/ and leftImg8bit/)")
-    p.add_argument("--split", default="val")
+    p.add_argument("--split", default="val", help="Cityscapes split: train | val | test")
     p.add_argument("--out", required=True, help="output JSON file")
-    p.add_argument("--classes", type=_classes, default=("person", "rider", "car", "truck", "bus"))
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--classes", type=_classes, default=("person", "rider", "car", "truck", "bus"),
+                   help="classes to keep, in label order (default: the paper's 5)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
     p = add("convert-yolo", cmd_convert_yolo, "YOLO polygon labels -> COCO instances JSON")
     p.add_argument("--data", required=True, help="YOLO data.yaml")
-    p.add_argument("--split", default="train")
+    p.add_argument("--split", default="train", help="split of data.yaml: train | val | val_extra | val_all ...")
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--classes", type=_classes, default=None, help="keep/reorder classes, e.g. person,rider,car")
     p.add_argument("--strict", action="store_true", help="malformed label lines are errors, not warnings")
     p.add_argument("--crowd-groups", action="store_true",
                    help="'<class>group' labels (e.g. persongroup) become crowd regions of that class")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
     p = add("inspect-data", cmd_inspect_data, "counts per class / area bucket, overlays of a COCO file")
     p.add_argument("json", help="COCO instances JSON")
     p.add_argument("--images", default=None, help="image root (default: the JSON's folder)")
     p.add_argument("--out", default=None, help="folder for overlay PNGs")
-    p.add_argument("--overlays", type=int, default=4)
+    p.add_argument("--overlays", type=int, default=4, help="number of overlay PNGs to draw into --out")
 
     p = add("config", cmd_config, "print the resolved config (preset + --set overrides)")
     p.add_argument("--config", default=None, help="YAML preset (default: built-in defaults)")
@@ -199,7 +200,7 @@ def build_parser():
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=3")
     p.add_argument("--out", default=None, help="run folder (default runs/<preset>)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a finished run in --out (an unfinished run always resumes)")
+                   help="replace a finished run in --out, or restart an unfinished one (without it an unfinished run resumes)")
 
     p = add("evaluate", cmd_evaluate, "COCO mask AP of a model on a COCO JSON")
     p.add_argument("--model", required=True, help=".keras model")
@@ -209,7 +210,7 @@ def build_parser():
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="inference overrides, e.g. eval.score_thr=0.05")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace metrics.json / detections.json in --out")
 
     p = add("predict", cmd_predict, "detections + overlays for an image, a folder or a video")
     p.add_argument("--model", required=True, help=".keras model")
@@ -217,21 +218,21 @@ def build_parser():
     p.add_argument("--out", default=None, help="output folder (default: a new runs/predict/N)")
     p.add_argument("--limit", type=int, default=0, help="only the first N images / frames")
     p.add_argument("--score", type=float, default=0.3, help="draw detections above this score")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
 
     p = add("ablation", cmd_ablation, "the paper's ablation: no coords / SOLO / SOLO + attention")
     p.add_argument("--config", required=True, help="ablation preset, e.g. training/ablation.yaml")
-    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=1, help="seeds per variant")
     p.add_argument("--variants", default=None, metavar="KEYS",
                    help="comma-separated variants to (re-)run: no_coords,solo,attention (default: all); "
                         "with --overwrite the others keep their results")
-    p.add_argument("--out", default=None)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--out", default=None, help="results folder (default runs/ablation_<preset>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=3")
+    p.add_argument("--overwrite", action="store_true", help="re-run finished variants (with --variants: those only)")
 
     p = add("export", cmd_export, "export to TFLite / ONNX / SavedModel with top-K outputs")
     p.add_argument("--model", required=True, help=".keras model")
-    p.add_argument("--format", required=True, choices=("tflite", "onnx", "saved_model"))
+    p.add_argument("--format", required=True, choices=("tflite", "onnx", "saved_model"), help="output format")
     p.add_argument("--quant", default=None, choices=("fp32", "fp16", "int8-dynamic", "int8"),
                    help="tflite precision (default: export.quant of the run's config.yaml, else fp32)")
     p.add_argument("--imgsz", type=_size, default=None, help="input WxH (default: the model's)")
@@ -245,11 +246,11 @@ def build_parser():
     p.add_argument("--top-k", type=int, default=None,
                    help="candidate cells over all levels (default: export.top_k of the run's config.yaml, else 100)")
     p.add_argument("--out", default=None, help="output file")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file and its sidecar")
 
     p = add("profile", cmd_profile, "parameters, GFLOPs, attention cost, training throughput, peak memory")
     p.add_argument("--config", required=True, help="YAML preset")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.batch_size=2")
     p.add_argument("--flops", action="store_true", help="count forward GFLOPs (TF profiler)")
     p.add_argument("--throughput", type=int, default=0, metavar="STEPS", help="time STEPS training steps")
     p.add_argument("--latency", type=int, default=0, metavar="RUNS",
@@ -265,9 +266,9 @@ def build_parser():
 
     p = add("benchmark", cmd_benchmark, "latency of an exported model with the TF-free runner")
     p.add_argument("model", help=".tflite or .onnx file (or .keras: the same graph in TensorFlow)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads of the runtime")
+    p.add_argument("--warmup", type=int, default=5, help="untimed calls first")
+    p.add_argument("--runs", type=int, default=50, help="timed calls (per model and round with --compare)")
     p.add_argument("--source", default=None, help="image to time on (default: a fixed random image)")
     p.add_argument("--score", type=float, default=0.3, help="decode detections above this score (as predict)")
     p.add_argument("--data", default=None, help="COCO JSON: also report mask AP of this format on it")

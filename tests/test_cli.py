@@ -64,3 +64,28 @@ def test_version(capsys):
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"keras-solo {version('keras-solo')}"
+
+
+def _missing_help(parser):
+    import argparse
+
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += [f"{name} {m}" for m in _missing_help(sub)]
+        elif action.help is None and not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            missing.append("/".join(action.option_strings) or action.dest)
+    return missing
+
+
+def test_every_option_has_help_text():
+    import importlib.util
+    import os
+
+    assert _missing_help(build_parser()) == []
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "export", "litert_runner.py")
+    spec = importlib.util.spec_from_file_location("runner_for_help", path)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    assert _missing_help(runner.build_parser()) == []
