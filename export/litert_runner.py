@@ -598,6 +598,7 @@ def build_parser():
                    help="interleave rounds with these ONNX peers (network only) and print ratios")
     p.add_argument("--rounds", type=int, default=3, help="with --compare: interleaved rounds")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     return parser
 
 
@@ -626,6 +627,8 @@ def main(argv=None):
             print(f"predicted {len(records)} {'images' if kind == 'images' else 'frames'} ({count} instances, "
                   f"{fps:.1f} FPS); overlays and detections.json in {args.out}")
         else:
+            if args.json and os.path.exists(args.json) and not args.overwrite:
+                raise RunnerError(f"{args.json}: already exists; use --overwrite or another --json")
             image = read_rgb(args.source) if args.source else None
             if args.compare:
                 result = compare(engine, args.compare, image, rounds=args.rounds, warmup=args.warmup,

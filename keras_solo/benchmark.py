@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-from keras_solo.errors import SoloError, write_json
+from keras_solo.errors import SoloError, check_output, write_json
 
 RUNNER_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "export", "litert_runner.py")
 
@@ -193,6 +193,10 @@ def benchmark_command(args):
     lower = args.model.lower()
     if not lower.endswith((".tflite", ".onnx", ".keras")):
         raise SoloError(f"{args.model}: expected a .tflite, .onnx or .keras file")
+    if args.json:  # before any timing: an earlier result is kept unless --overwrite
+        check_output(args.json, folder=False, option="--json")
+        if os.path.exists(args.json) and not getattr(args, "overwrite", False):
+            raise SoloError(f"{args.json}: already exists; use --overwrite or another --json")
     if getattr(args, "profile", False):
         return _profile(args)
     if getattr(args, "compare", None):

@@ -68,6 +68,8 @@ def cmd_inspect_data(args):
 
     if args.out:
         check_output(args.out)
+        if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
+            raise SoloError(f"{args.out}: already holds files; use --overwrite or another --out")
     stats = inspect_data(args.json, image_root=args.images, out_dir=args.out, num_overlays=args.overlays)
     print(format_report(stats))
 
@@ -190,6 +192,7 @@ def build_parser():
     p.add_argument("--images", default=None, help="image root (default: the JSON's folder)")
     p.add_argument("--out", default=None, help="folder for overlay PNGs")
     p.add_argument("--overlays", type=int, default=4, help="number of overlay PNGs to draw into --out")
+    p.add_argument("--overwrite", action="store_true", help="draw into an --out folder that already holds files")
 
     p = add("config", cmd_config, "print the resolved config (preset + --set overrides)")
     p.add_argument("--config", default=None, help="YAML preset (default: built-in defaults)")
@@ -284,6 +287,7 @@ def build_parser():
     p.add_argument("--profile-threads", type=int, default=1,
                    help="with --profile: threads (1 = CPU time of the calling thread, robust to load)")
     p.add_argument("--json", default=None, help="write results as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     return parser
 
 

@@ -291,3 +291,26 @@ def test_engine_preprocess_reuses_its_buffer_exactly(art, runner):
         canvas, want_scale = letterbox_image(image, engine.input_size)
         assert scale == want_scale and batch.dtype == np.float32
         np.testing.assert_array_equal(batch[0], canvas.astype(np.float32))
+
+
+def test_json_outputs_are_not_replaced_without_overwrite(art, tmp_path, capsys):
+    """benchmark --json / the runner's --json / inspect-data --out keep an earlier result unless --overwrite."""
+    from keras_solo.cli import main
+
+    model = exported(art, "tflite")
+    earlier = tmp_path / "bench.json"
+    earlier.write_text("{}")
+    proc = run_runner("benchmark", model, "--runs", "1", "--json", earlier)
+    assert proc.returncode == 2 and error_lines(proc) == [f"error: {earlier}: already exists; use --overwrite or another --json"]
+    assert main(["benchmark", model, "--runs", "1", "--json", str(earlier)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {earlier}: already exists; use --overwrite or another --json"
+    assert earlier.read_text() == "{}"
+    assert main(["benchmark", model, "--runs", "1", "--warmup", "0", "--json", str(earlier), "--overwrite"]) == 0
+    assert json.load(open(earlier))["runs"] == 1
+    overlays = tmp_path / "overlays"
+    overlays.mkdir()
+    (overlays / "mine.png").write_bytes(b"x")
+    data = os.path.join(art["data"], "instances_val.json")
+    assert main(["inspect-data", data, "--out", str(overlays)]) == 2
+    assert "already holds files; use --overwrite" in capsys.readouterr().err
+    assert main(["inspect-data", data, "--out", str(overlays), "--overwrite"]) == 0

@@ -24,24 +24,24 @@ for q in int8 fp32; do
   $K export --model $M --format tflite --quant $q "$@" $CAL --out $O/${T}_$q.tflite --overwrite 2>&1 | quiet
 done
 for q in int8 fp32; do
-  echo "+ $K benchmark $O/${T}_$q.tflite --runs 1 --warmup 0 --data data/cityscapes5/instances_val_all.json --images $D --json $O/ap_${T}_$q.json"
+  echo "+ $K benchmark $O/${T}_$q.tflite --runs 1 --warmup 0 --data data/cityscapes5/instances_val_all.json --images $D --overwrite --json $O/ap_${T}_$q.json"
   $K benchmark $O/${T}_$q.tflite --runs 1 --warmup 0 --data data/cityscapes5/instances_val_all.json --images $D \
-      --json $O/ap_${T}_$q.json 2>&1 | quiet
+      --overwrite --json $O/ap_${T}_$q.json 2>&1 | quiet
 done
-echo "+ $K benchmark $O/${T}_int8.tflite --profile --source IMG --json $O/profile_${T}_int8.json"
-$K benchmark $O/${T}_int8.tflite --profile --source $IMG --json $O/profile_${T}_int8.json 2>&1 | quiet
+echo "+ $K benchmark $O/${T}_int8.tflite --profile --source IMG --overwrite --json $O/profile_${T}_int8.json"
+$K benchmark $O/${T}_int8.tflite --profile --source $IMG --overwrite --json $O/profile_${T}_int8.json 2>&1 | quiet
 echo "+ uptime: $(uptime)"
 echo "+ $K benchmark $O/${T}_int8.tflite --threads 2 --warmup 10 --runs 100 --rounds 3 --source IMG --compare $P/yolo11n-seg_320x640.int8.onnx $P/yolo26n-seg_320x640.int8.onnx"
 $K benchmark $O/${T}_int8.tflite --threads 2 --warmup 10 --runs 100 --rounds 3 --source $IMG \
     --compare $P/yolo11n-seg_320x640.int8.onnx $P/yolo26n-seg_320x640.int8.onnx \
-    --json $O/compare_${T}_int8.json 2>&1 | quiet
+    --overwrite --json $O/compare_${T}_int8.json 2>&1 | quiet
 MEDIAN=$(ls $D/val/images/monchengladbach_000000_007695_*.jpg | head -1)  # 5 detections: the median frame
 $K benchmark $O/${T}_int8.tflite --threads 2 --warmup 10 --runs 100 --rounds 3 --source $MEDIAN \
     --compare $P/yolo11n-seg_320x640.int8.onnx $P/yolo26n-seg_320x640.int8.onnx \
-    --json $O/compare_${T}_int8_median.json 2>&1 | quiet
+    --overwrite --json $O/compare_${T}_int8_median.json 2>&1 | quiet
 echo "+ $K export --model $M --format tflite --quant int8 --imgsz 640x640 $* ... --out $O/${T}_640_int8.tflite"
 $K export --model $M --format tflite --quant int8 --imgsz 640x640 "$@" $CAL --out $O/${T}_640_int8.tflite --overwrite 2>&1 | quiet
 echo "+ uptime: $(uptime)"
 $K benchmark $O/${T}_640_int8.tflite --threads 2 --warmup 10 --runs 100 --rounds 3 --source $IMG \
     --compare $P/yolo11n-seg_640x640.int8.onnx $P/yolo26n-seg_640x640.int8.onnx \
-    --json $O/compare_${T}_640_int8.json 2>&1 | quiet
+    --overwrite --json $O/compare_${T}_640_int8.json 2>&1 | quiet

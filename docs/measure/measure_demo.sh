@@ -13,6 +13,6 @@ echo "+ $K export --model $M --format onnx --out $O/demo.onnx --overwrite"
 $K export --model $M --format onnx --out $O/demo.onnx --overwrite 2>&1 | grep -v "^[WI]0000\|^WARNING\|tf2onnx"
 for X in $M $O/demo_fp32.tflite $O/demo_fp16.tflite $O/demo_int8-dynamic.tflite $O/demo_int8.tflite $O/demo.onnx; do
   echo "+ uptime: $(uptime)"
-  echo "+ $K benchmark $X --threads 2 --warmup 10 --runs 200 --source data/synthetic/val/000321.png --data data/synthetic/instances_val.json --json $O/bench_demo_$(basename $X).json"
-  $K benchmark $X --threads 2 --warmup 10 --runs 200 --source data/synthetic/val/000321.png --data data/synthetic/instances_val.json --json $O/bench_demo_$(basename $X).json 2>&1 | grep -v "^[WI]0000\|^WARNING\|^E0000\|evaluate:"
+  echo "+ $K benchmark $X --threads 2 --warmup 10 --runs 200 --source data/synthetic/val/000321.png --data data/synthetic/instances_val.json --overwrite --json $O/bench_demo_$(basename $X).json"
+  $K benchmark $X --threads 2 --warmup 10 --runs 200 --source data/synthetic/val/000321.png --data data/synthetic/instances_val.json --overwrite --json $O/bench_demo_$(basename $X).json 2>&1 | grep -v "^[WI]0000\|^WARNING\|^E0000\|evaluate:"
 done

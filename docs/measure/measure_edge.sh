@@ -19,6 +19,6 @@ echo "+ $K export --model $O/edge_imagenet_backbone.keras --format onnx --top-k 
 $K export --model $O/edge_imagenet_backbone.keras --format onnx --top-k 100 --out $O/edge.onnx --overwrite 2>&1 | { grep -v "^[WI]0000\|^WARNING\|tf2onnx" || true; }
 for X in $O/edge_int8.tflite $O/edge_fp32.tflite $O/edge.onnx $O/edge_imagenet_backbone.keras; do
   echo "+ uptime: $(uptime)"
-  echo "+ $K benchmark $X --threads 2 --warmup 10 --runs 200 --source $O/road_1280x640.png --top-k 100 --json $O/bench_edge_$(basename $X).json"
-  $K benchmark $X --threads 2 --warmup 10 --runs 200 --source $O/road_1280x640.png --top-k 100 --json $O/bench_edge_$(basename $X).json 2>&1 | { grep -v "^[WI]0000\|^WARNING\|^E0000" || true; }
+  echo "+ $K benchmark $X --threads 2 --warmup 10 --runs 200 --source $O/road_1280x640.png --top-k 100 --overwrite --json $O/bench_edge_$(basename $X).json"
+  $K benchmark $X --threads 2 --warmup 10 --runs 200 --source $O/road_1280x640.png --top-k 100 --overwrite --json $O/bench_edge_$(basename $X).json 2>&1 | { grep -v "^[WI]0000\|^WARNING\|^E0000" || true; }
 done

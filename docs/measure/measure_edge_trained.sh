@@ -16,8 +16,8 @@ for q in int8 fp32; do
 done
 for X in $O/${T}_int8.tflite $O/${T}_fp32.tflite $M; do
   echo "+ uptime: $(uptime)"
-  echo "+ $K benchmark $X --threads 2 --warmup 10 --runs 100 --source $O/road_1280x640.png --top-k 100 --data data/cityscapes5/instances_val.json --images ../shared/data/cityscapes5 --json $O/bench_${T}_$(basename $X).json"
-  $K benchmark $X --threads 2 --warmup 10 --runs 100 --source $O/road_1280x640.png --top-k 100 --data data/cityscapes5/instances_val.json --images ../shared/data/cityscapes5 --json $O/bench_${T}_$(basename $X).json 2>&1 | { grep -v "^[WI]0000\|^WARNING\|^E0000\|^INFO" || true; }
+  echo "+ $K benchmark $X --threads 2 --warmup 10 --runs 100 --source $O/road_1280x640.png --top-k 100 --data data/cityscapes5/instances_val.json --images ../shared/data/cityscapes5 --overwrite --json $O/bench_${T}_$(basename $X).json"
+  $K benchmark $X --threads 2 --warmup 10 --runs 100 --source $O/road_1280x640.png --top-k 100 --data data/cityscapes5/instances_val.json --images ../shared/data/cityscapes5 --overwrite --json $O/bench_${T}_$(basename $X).json 2>&1 | { grep -v "^[WI]0000\|^WARNING\|^E0000\|^INFO" || true; }
 done
 echo "+ .venv/bin/python export/litert_runner.py benchmark $O/${T}_int8.tflite --threads 2 --runs 100"
 .venv/bin/python export/litert_runner.py benchmark $O/${T}_int8.tflite --threads 2 --runs 100

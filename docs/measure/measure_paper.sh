@@ -18,6 +18,6 @@ echo "+ $K export --model $O/paper_untrained.keras --format tflite --quant int8 
 $K export --model $O/paper_untrained.keras --format tflite --quant int8 --top-k 100 --calib-data data/synthetic/instances_train.json --calib-images 16 --out $O/paper_int8.tflite --overwrite 2>&1 | { grep -v "^[WI]0000\|^WARNING\|fully_quantize" || true; }
 for X in $O/paper_fp32.tflite $O/paper_int8.tflite $O/paper.onnx $O/paper_untrained.keras; do
   echo "+ uptime: $(uptime)"
-  echo "+ $K benchmark $X --threads 2 --warmup 3 --runs 20 --source $O/road_1280x640.png --top-k 100 --json $O/bench_paper_$(basename $X).json"
-  $K benchmark $X --threads 2 --warmup 3 --runs 20 --source $O/road_1280x640.png --top-k 100 --json $O/bench_paper_$(basename $X).json 2>&1 | { grep -v "^[WI]0000\|^WARNING\|^E0000" || true; }
+  echo "+ $K benchmark $X --threads 2 --warmup 3 --runs 20 --source $O/road_1280x640.png --top-k 100 --overwrite --json $O/bench_paper_$(basename $X).json"
+  $K benchmark $X --threads 2 --warmup 3 --runs 20 --source $O/road_1280x640.png --top-k 100 --overwrite --json $O/bench_paper_$(basename $X).json 2>&1 | { grep -v "^[WI]0000\|^WARNING\|^E0000" || true; }
 done
