@@ -73,10 +73,10 @@ def calibration_batches(calib_dir, input_shape, count):
         raise BuildError(f"{calib_dir}: no calibration images found")
     _, height, width, _ = input_shape
     for path in paths:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        image = det.read_rgb_or_none(path)
         if image is None:
             raise BuildError(f"{path}: cannot read image")
-        canvas, _ = det.letterbox_image(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (width, height))
+        canvas, _ = det.letterbox_image(image, (width, height))
         yield canvas[None].astype(np.float32)
 
 

@@ -270,10 +270,10 @@ class Engine:
 # predict
 
 def read_rgb(path):
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    image = det.read_rgb_or_none(path)  # stored pixels, EXIF orientation ignored: as training and evaluate
     if image is None:
         raise RunnerError(f"{path}: cannot read image (corrupt or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 def list_sources(source):

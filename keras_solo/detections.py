@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 # numpy + cv2 only as well; boxes are the masks' extents (x2 = last column + 1)
-from keras_solo.data.transforms import boxes_from_masks  # noqa: F401  (re-exported)
+from keras_solo.data.transforms import boxes_from_masks, read_rgb_or_none  # noqa: F401  (re-exported)
 
 
 def letterbox_image(image, size):

@@ -63,10 +63,10 @@ def list_sources(source):
 
 
 def read_rgb(path):
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    image = det.read_rgb_or_none(path)  # the package's one EXIF policy (data/transforms.py)
     if image is None:
         raise SoloError(f"{path}: cannot read image (corrupt or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 def detections_json(name, detections, class_names):

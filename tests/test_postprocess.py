@@ -317,3 +317,44 @@ def test_overlay_names_keep_sources_with_one_stem_apart():
     names = det.overlay_names(["d/a.png", "d/a.JPG", "d/b.png", "e/c.jpg"])
     assert names == ["a_png.jpg", "a_jpg.jpg", "b.jpg", "c.jpg"]
     assert len(set(names)) == len(names)
+
+
+def _jpeg_with_exif_orientation(path, image, orientation):
+    """A JPEG whose APP1 EXIF says `orientation` (cv2 writes none; one IFD entry, tag 0x0112)."""
+    import struct
+
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert ok
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
+    tiff += struct.pack("<HHII", 0x0112, 3, 1, orientation) + struct.pack("<I", 0)
+    app1 = b"Exif\x00\x00" + tiff
+    data = data.tobytes()
+    path.write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:])
+
+
+def test_one_exif_policy_train_evaluate_predict_runner(tmp_path):
+    """A JPEG with EXIF orientation 6 reads as its stored pixels everywhere (it used to be rotated by
+    predict and the runner only)."""
+    import importlib.util
+    import os
+
+    import cv2
+
+    from keras_solo import predict
+    from keras_solo.data.coco import read_image
+
+    image = np.zeros((40, 100, 3), np.uint8)
+    image[:, :20] = 255  # stored: 40 rows x 100 columns, bright left edge
+    path = tmp_path / "rotated.jpg"
+    _jpeg_with_exif_orientation(path, image, 6)
+    assert cv2.imread(str(path)).shape[:2] == (100, 40)  # what plain cv2.imread does with the tag
+    runner_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "export", "litert_runner.py")
+    spec = importlib.util.spec_from_file_location("runner_for_exif", runner_path)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    for read in (read_image, predict.read_rgb, runner.read_rgb, det.read_rgb_or_none):
+        got = read(str(path))
+        assert got.shape == (40, 100, 3), read
+        assert got[:, :20].mean() > 200 and got[:, 40:].mean() < 50  # not rotated

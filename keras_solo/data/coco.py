@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from keras_solo.data.transforms import boxes_from_masks
+from keras_solo.data.transforms import IMAGE_READ_FLAGS, boxes_from_masks
 from keras_solo.errors import SoloError, where
 
 __all__ = [
@@ -251,7 +251,7 @@ def read_image(path, *, context=None):
         raise SoloError(where(context, f"cannot read image file {path} ({error.strerror or error})")) from None
     image = None
     if data.size:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        image = cv2.imdecode(data, IMAGE_READ_FLAGS)
     if image is None:
         problem = "empty file" if not data.size else "not a readable image (corrupt or truncated)"
         raise SoloError(where(context, f"{path}: {problem}"))
@@ -330,7 +330,7 @@ def _image_file_problem(record):
             else:
                 stream.seek(0)
                 data = np.frombuffer(stream.read(), np.uint8)
-                if cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) is None:
+                if cv2.imdecode(data, IMAGE_READ_FLAGS) is None:
                     return "not a readable image (unknown format)"
                 return None
     except FileNotFoundError:
