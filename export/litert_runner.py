@@ -344,8 +344,10 @@ def predict(engine, source, out, *, score_thr=0.3, limit=0, overwrite=False):
         capture = cv2.VideoCapture(sources)
         ok, frame = capture.read() if capture.isOpened() else (False, None)
         if not ok:
+            problem = det.video_open_problem(capture)
             capture.release()
-            raise RunnerError(f"{sources}: cannot open video (unreadable or unsupported codec)")
+            raise RunnerError(f"{sources}: {problem}")
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         fps_in = capture.get(cv2.CAP_PROP_FPS) or 25.0
         h, w = frame.shape[:2]
         stem = os.path.splitext(os.path.basename(sources))[0]
@@ -366,6 +368,9 @@ def predict(engine, source, out, *, score_thr=0.3, limit=0, overwrite=False):
         finally:
             capture.release()
             writer.release()
+        warning = det.video_ended_early(sources, index, count, limit)
+        if warning:
+            print(warning, file=sys.stderr)
     tmp = os.path.join(out, "detections.json.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(records, f)

@@ -45,6 +45,24 @@ def letterbox_resize(image, size):
     return resized[:height, :width], scale
 
 
+def video_open_problem(capture):
+    """Why a cv2.VideoCapture gave no first frame: one phrase for the error line."""
+    if not capture.isOpened():
+        return "cannot open video (unreadable or unsupported codec)"
+    if int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) <= 0:
+        return "holds no frames (0 frames in the container)"
+    return "cannot decode its first frame (corrupt, or an unsupported codec)"
+
+
+def video_ended_early(path, read, expected, limit=0):
+    """A warning line when a video gave fewer frames than its container says, else None."""
+    wanted = min(expected, limit) if limit else expected
+    if expected > 0 and read < wanted:
+        return (f"warning: {path}: the file ended early: read {read} of {expected} frames "
+                "(truncated or corrupt); the detections cover those frames only")
+    return None
+
+
 def overlay_names(paths):
     """The overlay file name of each source image: ``stem.jpg``, or
     ``stem_ext.jpg`` for stems that two sources share (``a.png`` and

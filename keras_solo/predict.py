@@ -6,6 +6,7 @@ output video with the measured FPS drawn on every frame.
 """
 
 import os
+import sys
 import time
 
 import cv2
@@ -52,9 +53,10 @@ def list_sources(source):
     if lower.endswith(det.VIDEO_EXTENSIONS):
         capture = cv2.VideoCapture(source)  # fail before the slow model load
         ok = capture.isOpened() and capture.read()[0]
+        problem = None if ok else det.video_open_problem(capture)
         capture.release()
-        if not ok:
-            raise SoloError(f"{source}: cannot open video (unreadable or unsupported codec)")
+        if problem:
+            raise SoloError(f"{source}: {problem}")
         return "video", source
     if lower.endswith(det.IMAGE_EXTENSIONS):
         return "images", [source]
@@ -131,8 +133,9 @@ def predict_video(predict, path, out, class_names, *, score_thr=0.3, limit=0, pr
     capture = cv2.VideoCapture(path)
     ok, frame = capture.read() if capture.isOpened() else (False, None)
     if not ok:
+        problem = det.video_open_problem(capture)
         capture.release()
-        raise SoloError(f"{path}: cannot open video (unreadable or unsupported codec)")
+        raise SoloError(f"{path}: {problem}")
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 25.0
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     h, w = frame.shape[:2]
@@ -158,6 +161,9 @@ def predict_video(predict, path, out, class_names, *, score_thr=0.3, limit=0, pr
         bar.close()
         capture.release()
         writer.release()
+    warning = det.video_ended_early(path, index, count, limit)
+    if warning:
+        print(warning, file=sys.stderr)
     return records, (len(times) / sum(times) if times else 0.0)
 
 

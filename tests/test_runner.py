@@ -314,3 +314,41 @@ def test_json_outputs_are_not_replaced_without_overwrite(art, tmp_path, capsys):
     assert main(["inspect-data", data, "--out", str(overlays)]) == 2
     assert "already holds files; use --overwrite" in capsys.readouterr().err
     assert main(["inspect-data", data, "--out", str(overlays), "--overwrite"]) == 0
+
+
+def _mjpg_video(path, frames=10, corrupt_middle=False):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (150, 80))
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (80, 150, 3), dtype=np.uint8))
+    writer.release()
+    if corrupt_middle:  # frames in the middle overwritten: the reader stops there
+        data = bytearray(path.read_bytes())
+        start, stop = int(len(data) * 0.45), int(len(data) * 0.6)
+        data[start:stop] = bytes(stop - start)
+        path.write_bytes(bytes(data))
+    return path
+
+
+def test_video_that_ends_early_or_has_no_frames_says_so(art, tmp_path, capsys):
+    """A damaged video: exit 0 with a warning naming how many frames were read; 0 frames: an error
+    that says so (both used to pass silently / as a codec problem). keras-solo predict and the runner."""
+    from keras_solo.cli import main
+
+    damaged = _mjpg_video(tmp_path / "damaged.avi", corrupt_middle=True)
+    capture = cv2.VideoCapture(str(damaged))
+    readable = 0
+    while capture.read()[0]:
+        readable += 1
+    capture.release()
+    assert 0 < readable < 10  # the premise: OpenCV stops early on this file
+    proc = run_runner("predict", exported(art, "tflite"), "--source", damaged, "--out", tmp_path / "r")
+    assert proc.returncode == 0, proc.stderr
+    assert f"warning: {damaged}: the file ended early: read {readable} of 10 frames" in proc.stderr
+    assert main(["predict", "--model", art["model_path"], "--source", str(damaged), "--out", str(tmp_path / "k")]) == 0
+    assert f"the file ended early: read {readable} of 10 frames" in capsys.readouterr().err
+    empty = _mjpg_video(tmp_path / "empty.avi", frames=0)
+    proc = run_runner("predict", exported(art, "tflite"), "--source", empty, "--out", tmp_path / "e")
+    assert proc.returncode == 2 and error_lines(proc) == [f"error: {empty}: holds no frames (0 frames in the container)"]
+    assert main(["predict", "--model", art["model_path"], "--source", str(empty), "--out", str(tmp_path / "e2")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {empty}: holds no frames (0 frames in the container)"
