@@ -220,9 +220,14 @@ def instance_colour(index):
 def draw_overlay(image, detections, class_names, *, score_thr=0.3, alpha=0.45, fps=None):
     """Draws masks (a colour per instance), contours, class name and score.
 
+    Each mask is blended inside its box only, in uint16 integer arithmetic,
+    so memory stays at one copy of the image plus one box-sized buffer
+    (a 48 MP image no longer makes float64 copies of every mask's pixels);
+    the label text scales with the image.
+
     Args:
         image: (h, w, 3) uint8 RGB.
-        detections: dict from `to_original`.
+        detections: dict from `to_original` (boxes x, y, w, h).
         class_names: names indexed by label.
         fps: if given, the measured FPS is written in the top-left corner.
 
@@ -230,28 +235,37 @@ def draw_overlay(image, detections, class_names, *, score_thr=0.3, alpha=0.45, f
         (h, w, 3) uint8 RGB.
     """
     canvas = image.copy()
+    height, width = canvas.shape[:2]
+    font = max(0.4, 0.4 * min(height, width) / 640.0)  # 0.4 at 640 px, larger on large images
+    thickness = max(1, int(round(font / 0.4)))
+    keep = int(round(256 * (1 - alpha)))  # blend = (pixel * keep + colour * (256 - keep)) / 256
     order = np.argsort(-np.asarray(detections["scores"]))
     for rank, n in enumerate(order):
         score = float(detections["scores"][n])
         if score < score_thr:
             continue
-        mask = detections["masks"][n]
-        colour = np.array(instance_colour(rank), np.float32)
-        region = mask.astype(bool)
-        canvas[region] = (canvas[region] * (1 - alpha) + colour * alpha).astype(np.uint8)
-        contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(canvas, contours, -1, tuple(int(c) for c in colour), 1)
+        colour = instance_colour(rank)
+        x, y, bw, bh = (int(round(float(v))) for v in detections["boxes"][n])
+        x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + max(bw, 1)), min(height, y + max(bh, 1))
+        region = np.asarray(detections["masks"][n][y0:y1, x0:x1], bool)
+        if region.any():
+            crop = canvas[y0:y1, x0:x1]
+            tint = (crop[region].astype(np.uint16) * keep
+                    + np.asarray(colour, np.uint16) * (256 - keep)) >> 8
+            crop[region] = tint.astype(np.uint8)
+            contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(crop, contours, -1, tuple(int(c) for c in colour), thickness)
         label = int(detections["labels"][n])
         name = class_names[label] if 0 <= label < len(class_names) else str(label)
-        x, y = int(detections["boxes"][n][0]), int(detections["boxes"][n][1])
         text = f"{name} {score:.2f}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-        y_text = max(th + 2, y)
-        cv2.rectangle(canvas, (x, y_text - th - 2), (x + tw + 2, y_text), tuple(int(c) for c in colour), -1)
-        cv2.putText(canvas, text, (x + 1, y_text - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    if fps is not None:
-        cv2.putText(canvas, f"{fps:.1f} FPS", (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2,
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, thickness)
+        y_text = max(th + 2, y0)
+        cv2.rectangle(canvas, (x0, y_text - th - 2), (x0 + tw + 2, y_text), tuple(int(c) for c in colour), -1)
+        cv2.putText(canvas, text, (x0 + 1, y_text - 2), cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), thickness,
                     cv2.LINE_AA)
+    if fps is not None:
+        cv2.putText(canvas, f"{fps:.1f} FPS", (6, int(18 * font / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, 1.5 * font,
+                    (255, 255, 255), 2 * thickness, cv2.LINE_AA)
     return canvas
 
 

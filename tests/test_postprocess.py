@@ -358,3 +358,17 @@ def test_one_exif_policy_train_evaluate_predict_runner(tmp_path):
         got = read(str(path))
         assert got.shape == (40, 100, 3), read
         assert got[:, :20].mean() > 200 and got[:, 40:].mean() < 50  # not rotated
+
+
+def test_draw_overlay_blends_inside_the_mask_only():
+    image = np.full((60, 80, 3), 100, np.uint8)
+    masks = np.zeros((1, 60, 80), bool)
+    masks[0, 20:40, 30:50] = True
+    found = {"scores": np.array([0.9]), "labels": np.array([0]), "masks": masks,
+             "boxes": np.array([[30, 20, 20, 20]], np.float32)}
+    out = det.draw_overlay(image, found, ["car"], alpha=0.5)
+    colour = np.array(det.instance_colour(0))
+    inner = out[25:35, 35:45].reshape(-1, 3)  # inside the mask, away from contour and label
+    np.testing.assert_allclose(inner, np.broadcast_to((100 + colour) / 2, inner.shape), atol=1)
+    assert (out[45:, :] == 100).all() and (out[21:, 55:] == 100).all()  # outside the box (and label): untouched
+    assert (image == 100).all()  # the input is not modified
