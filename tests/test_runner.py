@@ -352,3 +352,12 @@ def test_video_that_ends_early_or_has_no_frames_says_so(art, tmp_path, capsys):
     assert proc.returncode == 2 and error_lines(proc) == [f"error: {empty}: holds no frames (0 frames in the container)"]
     assert main(["predict", "--model", art["model_path"], "--source", str(empty), "--out", str(tmp_path / "e2")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {empty}: holds no frames (0 frames in the container)"
+
+
+def test_runner_out_naming_a_file_is_one_line(art, tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    proc = run_runner("predict", exported(art, "tflite"), "--source", art["image_path"], "--out", taken)
+    assert proc.returncode == 2
+    assert error_lines(proc) == [f"error: {taken}: exists and is not a folder; --out must name a folder"]
+    assert taken.read_text() == "mine"
