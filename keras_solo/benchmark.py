@@ -161,19 +161,20 @@ def _profile(args):
         raise SoloError(f"{args.model}: --profile reads a .tflite file")
     image = None
     if getattr(args, "source", None):
-        import json as _json
-
         import numpy as np
 
         from keras_solo.data.coco import read_image
         from keras_solo.detections import letterbox_image
 
-        sidecar = args.model + ".json"
-        if not os.path.exists(sidecar):
-            raise SoloError(f"{sidecar}: --profile --source needs the export's sidecar (input size)")
-        with open(sidecar, encoding="utf-8") as f:
-            width, height = _json.load(f)["input_size"]
-        image = letterbox_image(read_image(args.source), (width, height))[0][None].astype(np.float32)
+        runner = load_runner()
+        try:
+            meta = runner.read_metadata(args.model)
+        except runner.RunnerError as e:
+            raise SoloError(str(e)) from None
+        if meta is None:
+            raise SoloError(f"{runner.sidecar_path(args.model)}: --profile --source needs the export's sidecar "
+                            "(input size)")
+        image = letterbox_image(read_image(args.source), tuple(meta["input_size"]))[0][None].astype(np.float32)
     try:
         result = litert_profile.profile_tflite(args.model, threads=args.profile_threads, image=image)
     except (RuntimeError, ValueError) as e:

@@ -139,9 +139,7 @@ def profile_tflite(path, *, threads=1, rounds=3, runs=7, warmup=2, image=None, p
     order = sorted(first) + [i for i in range(len(sub.operators)) if i not in first]
     sub.operators = [sub.operators[i] for i in order]
     ops = sub.operators
-    labels = []
-    for op in ops:
-        labels.append(block_of(codes[op.opcodeIndex], names[int(op.outputs[0])]))
+    labels = [block_of(codes[op.opcodeIndex], names[int(op.outputs[0])]) for op in ops]
     # Cut points: the ends of runs of equal labels.
     cuts = [i for i in range(1, len(ops)) if labels[i] != labels[i - 1]] + [len(ops)]
     consumers_after = {}
@@ -156,9 +154,9 @@ def profile_tflite(path, *, threads=1, rounds=3, runs=7, warmup=2, image=None, p
         interp = Interpreter(model_content=content, num_threads=threads)
         interp.allocate_tensors()
         interpreters[n] = interp
-    first = interpreters[len(ops)].get_input_details()[0]
     if image is None:
-        image = np.random.default_rng(0).uniform(0, 255, first["shape"]).astype(np.float32)
+        shape = interpreters[len(ops)].get_input_details()[0]["shape"]
+        image = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
     for interp in interpreters.values():
         interp.set_tensor(interp.get_input_details()[0]["index"], image)
         for _ in range(warmup):
@@ -186,8 +184,9 @@ def profile_tflite(path, *, threads=1, rounds=3, runs=7, warmup=2, image=None, p
     rows = [{"block": k, "ms": round(v["ms"], 2), "ops": v["ops"],
              "share": round(v["ms"] / total, 3) if total else 0.0}
             for k, v in sorted(blocks.items(), key=lambda kv: -kv[1]["ms"])]
-    return {"model": str(path), "threads": threads, "clock": "thread CPU time" if threads == 1 else "wall", "rounds": rounds, "runs": runs, "segments": len(cuts),
-            "full_ms": round(p50[len(ops)], 2), "sum_ms": round(total, 2), "blocks": rows}
+    return {"model": str(path), "threads": threads, "clock": "thread CPU time" if threads == 1 else "wall",
+            "rounds": rounds, "runs": runs, "segments": len(cuts), "full_ms": round(p50[len(ops)], 2),
+            "sum_ms": round(total, 2), "blocks": rows}
 
 
 def format_profile(result):

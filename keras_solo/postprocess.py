@@ -209,9 +209,10 @@ def matrix_nms(masks, labels, scores, valid, *, kernel="gaussian", sigma=2.0):
     flat = ops.reshape(masks, (-1, num, shape[2] * shape[3]))  # (B, N, HW)
 
     inter = ops.matmul(flat, ops.transpose(flat, (0, 2, 1)))  # (B, N, N)
-    # sum(m^2) = sum(m) for 0/1 masks; for pooled (fractional) masks it keeps
-    # iou(i, i) = 1 (see `decode`'s nms_pool).
-    areas = ops.sum(ops.square(flat), axis=-1)  # (B, N)
+    # areas = inter's diagonal, sum(m^2): sum(m) for 0/1 masks, and for pooled
+    # (fractional) masks the value that keeps iou(i, i) = 1 (see `decode`'s
+    # nms_pool); read off the N x N matrix instead of another pass over N x HW.
+    areas = ops.sum(inter * ops.eye(num, dtype=inter.dtype), axis=-1)  # (B, N)
     union = areas[:, :, None] + areas[:, None, :] - inter
     iou = inter / ops.maximum(union, _EPS)
 

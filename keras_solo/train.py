@@ -300,11 +300,10 @@ def prepare_run_dir(out_dir, overwrite=False, resume=True, config=None):
     run would continue under other settings while its config.yaml claimed
     one), and `overwrite` starts it afresh instead. A finished run, or a
     folder holding other files, is refused unless `overwrite` (then it is
-    replaced). Call it after every input is checked: `overwrite` deletes.
+    replaced). Call it after every input (and `errors.check_output(out_dir)`)
+    is checked: `overwrite` deletes.
     """
     done = os.path.join(out_dir, "DONE")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise SoloError(f"{out_dir}: exists and is not a folder; choose another --out")
     if os.path.exists(out_dir) and os.listdir(out_dir):
         unfinished = os.path.isdir(os.path.join(out_dir, "backup")) and not os.path.exists(done)
         saved = os.path.join(out_dir, "config.yaml")

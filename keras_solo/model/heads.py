@@ -153,7 +153,7 @@ class SOLOHead(keras.layers.Layer):
             raise ValueError(f"SOLOHead got {len(level_features)} levels but `grids` has {len(self.grids)}")
         outputs = []
         for level, (features, grid) in enumerate(zip(level_features, self.grids)):
-            _static_hw(features.shape, "SOLOHead")
+            _static_hw(features.shape, "SOLOHead")  # raises on a dynamic height or width
             # Category branch: one feature vector per grid cell.
             cate_features = ops.image.resize(features, (grid, grid), interpolation="bilinear")  # (B, S, S, c)
             cate_features = self._tower(self.cate_convs, self.cate_norms, level, cate_features, training)
