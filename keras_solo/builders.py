@@ -68,6 +68,28 @@ def build_model(config, build=True):
     return model
 
 
+def training_freeze(config):
+    """`(up_to, frozen_norm)` of `freeze_backbone` for the config ("auto" resolved)."""
+    pretrained = str(config.model.backbone_weights or "none") != "none"
+    up_to = config.train.freeze_backbone
+    norm = config.train.backbone_norm
+    if up_to == "auto":
+        up_to = "C2" if pretrained else "none"
+    if norm == "auto":
+        norm = "frozen" if pretrained else "train"
+    return up_to, norm == "frozen"
+
+
+def freeze_for_training(model, config):
+    """Applies the config's backbone freezing to a built `SOLO`; returns a log line."""
+    from keras_solo.model.backbone import freeze_backbone
+
+    up_to, frozen_norm = training_freeze(config)
+    layers = freeze_backbone(model.backbone, up_to, frozen_norm)
+    parts = ([f"layers up to {up_to} fixed"] if up_to != "none" else []) + (["BatchNorm frozen"] if frozen_norm else [])
+    return f"backbone: {'; '.join(parts) or 'every layer trains'} ({layers} layers not trained)"
+
+
 def resolve_path(path, base=None):
     """Resolves a config path relative to `base` (the config's folder) when it
     does not exist relative to the working directory."""

@@ -171,6 +171,12 @@ class TrainConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     mask_loss_weight: float = 3.0  # lambda of eq. (4) (SOLO reference)
+    # Pretrained backbones: layers up to this feature stay fixed ("none" | "C2".."C5"),
+    # and BatchNorm runs frozen ("frozen" | "train"), as detectron2's FREEZE_AT=2 + FrozenBN
+    # and the SOLO reference's frozen_stages=1 + norm_eval; "auto" = C2 / frozen when the
+    # backbone is pretrained, none / train from scratch. Speed and AP: docs/RESULTS.md.
+    freeze_backbone: str = "auto"
+    backbone_norm: str = "auto"
     mixed_precision: bool = False
     strategy: str = "default"  # default | mirrored | multi_worker (TF_CONFIG)
     seed: int = 0
@@ -194,6 +200,10 @@ class TrainConfig:
         _check(0 < self.focal_alpha < 1, "train.focal_alpha", "must be in (0, 1)")
         _check(self.focal_gamma >= 0, "train.focal_gamma", "must be >= 0")
         _check(self.mask_loss_weight >= 0, "train.mask_loss_weight", "must be >= 0")
+        _check(self.freeze_backbone in ("auto", "none", "C2", "C3", "C4", "C5"), "train.freeze_backbone",
+               "must be 'auto', 'none', 'C2', 'C3', 'C4' or 'C5'")
+        _check(self.backbone_norm in ("auto", "frozen", "train"), "train.backbone_norm",
+               "must be 'auto', 'frozen' or 'train'")
         _check(self.strategy in ("default", "mirrored", "multi_worker"), "train.strategy",
                "must be 'default', 'mirrored' or 'multi_worker'")
         _check(self.eval_every >= 0, "train.eval_every", "must be >= 0")

@@ -353,6 +353,7 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
     strategy = get_strategy(config.train.strategy)
     with strategy.scope():
         model = builders.build_model(config)
+        print(builders.freeze_for_training(model, config), flush=True)
         model.compile(optimizer=build_optimizer(config.train, steps))
     save_config(config, os.path.join(out_dir, "config.yaml"))
 

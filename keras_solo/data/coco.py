@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from keras_solo.data.transforms import IMAGE_READ_FLAGS, boxes_from_masks
+from keras_solo.data.transforms import IMAGE_READ_FLAGS
 from keras_solo.errors import SoloError, where
 
 __all__ = [
@@ -424,47 +424,57 @@ def decode_instances(dataset, record):
                 f"{record.width}x{record.height} (width x height){hint}",
             )
         )
-    masks, labels, iscrowd, ann_ids = [], [], [], []
-    for ann in record.annotations:
-        mask = ann_to_mask(ann.segmentation, height, width)
-        if not mask.any():
-            continue
-        masks.append(mask)
-        labels.append(ann.label)
-        iscrowd.append(ann.iscrowd)
-        ann_ids.append(ann.ann_id)
-    masks = np.stack(masks) if masks else np.zeros((0, height, width), np.uint8)
+    # One pycocotools decode for all instances: (h, w, N) in Fortran order is
+    # (N, w, h) in C order, so the masks come back as transposed views with
+    # no copy (letterbox resizes them in that layout); areas and boxes come
+    # from the run-length codes, not from full-size passes over the masks.
+    rles = [ann_to_rle(ann.segmentation, height, width) for ann in record.annotations]
+    keep = np.flatnonzero(mask_utils.area(rles) > 0) if rles else np.zeros(0, np.int64)
+    rles = [rles[k] for k in keep]
+    kept = [record.annotations[k] for k in keep]
+    if rles:
+        masks = mask_utils.decode(rles).transpose(2, 1, 0).transpose(0, 2, 1)
+        boxes = mask_utils.toBbox(rles).astype(np.float32)
+        boxes[:, 2:] += boxes[:, :2]  # x, y, w, h -> x1, y1, x2, y2 (pixel edges)
+    else:
+        masks = np.zeros((0, height, width), np.uint8)
+        boxes = np.zeros((0, 4), np.float32)
+    labels = [ann.label for ann in kept]
+    iscrowd = [ann.iscrowd for ann in kept]
+    ann_ids = [ann.ann_id for ann in kept]
     return {
         "image": image,
         "masks": masks,
         "labels": np.asarray(labels, np.int32),
-        "boxes": boxes_from_masks(masks),
+        "boxes": boxes,
         "iscrowd": np.asarray(iscrowd, bool),
         "ann_ids": np.asarray(ann_ids, np.int64),
     }
 
 
-def ann_to_mask(segmentation, height, width):
-    """Rasterises a COCO segmentation with pycocotools.
+def ann_to_rle(segmentation, height, width):
+    """A COCO segmentation as one compressed RLE (pycocotools).
 
     Args:
         segmentation: polygons (list of flat coordinate lists) or an RLE dict
             (``counts`` a string or a list of run lengths).
         height: image height.
         width: image width.
-
-    Returns:
-        uint8 (height, width) mask of 0/1.
     """
     if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation["counts"], list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        rle = dict(segmentation)
-        if isinstance(rle["counts"], str):
-            rle["counts"] = rle["counts"].encode("ascii")
-    return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation["counts"], list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    rle = dict(segmentation)
+    if isinstance(rle["counts"], str):
+        rle["counts"] = rle["counts"].encode("ascii")
+    return rle
+
+
+def ann_to_mask(segmentation, height, width):
+    """Rasterises a COCO segmentation (as :func:`ann_to_rle`) to a uint8
+    (height, width) mask of 0/1."""
+    return np.ascontiguousarray(mask_utils.decode(ann_to_rle(segmentation, height, width)), dtype=np.uint8)
 
 
 # ---------------------------------------------------------------------------

@@ -63,8 +63,9 @@ def load_example(
 ):
     """Builds one letterboxed, augmented, padded example in numpy.
 
-    Order: photometric jitter (original image), horizontal flip, letterbox
-    with scale jitter and a random crop of any overflow. Masks and the crowd
+    Order: letterbox with scale jitter and a random crop of any overflow,
+    then horizontal flip and photometric jitter of the image's part of the
+    canvas. Masks and the crowd
     ignore map go through exactly the image's geometry; instances whose mask
     is empty afterwards are dropped; boxes are the masks' extents. With more
     than ``max_instances`` instances the largest (by mask area) are kept.
@@ -105,16 +106,22 @@ def load_example(
     decoded = decode_instances(dataset, record)
     image, masks = decoded["image"], decoded["masks"]
     orig_h, orig_w = image.shape[:2]
+    if not training or not scale_jitter:
+        jitter = 1.0
     if not training:
-        jitter, offset = 1.0, (0.0, 0.0)
-    else:
-        if photometric:
-            image = transforms.photometric(image, rng)
-        if flip and do_flip:
-            image, masks = transforms.hflip(image, masks)
-        if not scale_jitter:
-            jitter = 1.0
+        offset = (0.0, 0.0)
     image, masks, scale = transforms.letterbox(image, masks, image_size, jitter, offset)
+    if training:
+        # Flip and colour act on the image's part of the canvas, after the
+        # resize: the same augmentations as on the original, at a tenth of
+        # the pixels (a flip of the crop is the crop of the flip at the
+        # mirrored offset, which is as likely).
+        keep_w, keep_h = transforms.letterbox_window((orig_h, orig_w), image_size, scale, offset)[2]
+        if flip and do_flip:
+            image[:keep_h, :keep_w], masks[:, :keep_h, :keep_w] = transforms.hflip(
+                image[:keep_h, :keep_w], masks[:, :keep_h, :keep_w])
+        if photometric:
+            image[:keep_h, :keep_w] = transforms.photometric(image[:keep_h, :keep_w], rng)
 
     labels, iscrowd = decoded["labels"], decoded["iscrowd"]
     visible = masks.any(axis=(1, 2))

@@ -28,6 +28,7 @@ __all__ = [
     "downsample_masks",
     "hflip",
     "letterbox",
+    "letterbox_window",
     "photometric",
     "read_rgb_or_none",
     "resize_masks",
@@ -59,22 +60,32 @@ def letterbox(image, masks, size, scale_jitter=1.0, offset=(0.0, 0.0)):
         ``(x, y)`` lands at ``(x * scale - ox, y * scale - oy)`` where
         ``ox, oy = crop_offset(...)``.
     """
-    out_w, out_h = int(size[0]), int(size[1])
     height, width = image.shape[:2]
-    scale = min(out_w / width, out_h / height) * float(scale_jitter)
-    new_w = max(1, int(round(width * scale)))
-    new_h = max(1, int(round(height * scale)))
+    scale = min(int(size[0]) / width, int(size[1]) / height) * float(scale_jitter)
+    (new_w, new_h), (left, top), (keep_w, keep_h) = letterbox_window((height, width), size, scale, offset)
     interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
     resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
     resized_masks = resize_masks(masks, (new_w, new_h), interpolation=interpolation)
 
-    left, top = crop_offset((new_w, new_h), (out_w, out_h), offset)
-    keep_w, keep_h = min(new_w - left, out_w), min(new_h - top, out_h)
-    canvas = np.zeros((out_h, out_w, 3), np.uint8)
+    canvas = np.zeros((int(size[1]), int(size[0]), 3), np.uint8)
     canvas[:keep_h, :keep_w] = resized[top : top + keep_h, left : left + keep_w]
-    mask_canvas = np.zeros((len(masks), out_h, out_w), np.uint8)
+    mask_canvas = np.zeros((len(masks), int(size[1]), int(size[0])), np.uint8)
     mask_canvas[:, :keep_h, :keep_w] = resized_masks[:, top : top + keep_h, left : left + keep_w]
     return canvas, mask_canvas, scale
+
+
+def letterbox_window(shape, size, scale, offset):
+    """Where :func:`letterbox` puts an image of ``shape = (h, w)`` resized by ``scale``.
+
+    Returns:
+        ``((new_w, new_h), (left, top), (keep_w, keep_h))``: the resized
+        size, the crop window's corner in it, and the size of the image's part
+        of the canvas (the top-left ``keep_h x keep_w``; the rest is padding).
+    """
+    new_w = max(1, int(round(shape[1] * scale)))
+    new_h = max(1, int(round(shape[0] * scale)))
+    left, top = crop_offset((new_w, new_h), size, offset)
+    return (new_w, new_h), (left, top), (min(new_w - left, int(size[0])), min(new_h - top, int(size[1])))
 
 
 def crop_offset(resized_size, size, offset):
@@ -118,8 +129,16 @@ def resize_masks(masks, size, interpolation=cv2.INTER_LINEAR):
     # dominated the pipeline's time at 1344x672).
     out = np.empty((len(masks), out_h, out_w), np.uint8)
     for n, mask in enumerate(masks):
-        scaled = np.ascontiguousarray(mask, dtype=np.uint8) * np.uint8(255)
-        out[n] = cv2.resize(scaled, (out_w, out_h), interpolation=interpolation) >= 128
+        if interpolation == cv2.INTER_AREA and mask.T.flags.c_contiguous and not mask.flags.c_contiguous:
+            # A transposed view (coco.decode_instances), shrunk: resize the
+            # transpose and transpose the small result instead of copying the
+            # full-size mask (area averaging gives the same pixels either way;
+            # OpenCV's fixed-point bilinear does not always, so enlarging copies).
+            scaled = mask.T.astype(np.uint8) * np.uint8(255)
+            out[n] = cv2.resize(scaled, (out_h, out_w), interpolation=interpolation).T >= 128
+        else:
+            scaled = np.ascontiguousarray(mask, dtype=np.uint8) * np.uint8(255)
+            out[n] = cv2.resize(scaled, (out_w, out_h), interpolation=interpolation) >= 128
     return out
 
 

@@ -197,3 +197,44 @@ def build_backbone(name, *, input_shape=(None, None, 3), weights="none"):
         except Exception as error:  # noqa: BLE001 - any failure is a bad file for the user
             raise SoloError(f"{weights_path}: cannot load into the {name!r} backbone: {error}") from error
     return backbone
+
+
+FREEZE_CHOICES = ("none", *FEATURE_NAMES)
+
+
+def freeze_backbone(backbone, up_to="none", frozen_norm=False):
+    """Fixes the early layers and the BatchNorm statistics of a pretrained backbone.
+
+    As detectron2's `FREEZE_AT` / `FrozenBN` and the SOLO reference's
+    `frozen_stages=1, norm_eval=True`: the stem and the stride-4 stage stay
+    at their ImageNet values (`up_to="C2"`), and every BatchNorm layer runs in
+    inference mode with a fixed affine (`frozen_norm`), which batch 4 could
+    not estimate anyway. It also saves the backward pass of those layers
+    (the depthwise kernels' gradients are the slowest op on CPU).
+
+    Args:
+        backbone: a model from `build_backbone`.
+        up_to: "none" or a feature name; every layer that feature depends on
+            is frozen (so "C2" freezes the stem and the stride-4 stage of any
+            backbone). Defaults to "none".
+        frozen_norm: set every BatchNormalization layer non-trainable (Keras
+            runs a non-trainable BatchNormalization in inference mode).
+            Defaults to False.
+
+    Returns:
+        The number of layers made non-trainable.
+    """
+    if up_to not in FREEZE_CHOICES:
+        raise SoloError(f"freeze up_to {up_to!r}: choose from {', '.join(FREEZE_CHOICES)}")
+    frozen = set()
+    if up_to != "none":
+        # A functional model over one output keeps exactly the layers that output depends on.
+        upstream = keras.Model(backbone.inputs, backbone.output[up_to])
+        frozen.update(id(layer) for layer in upstream.layers if layer.weights)
+    count = 0
+    for layer in backbone.layers:
+        if id(layer) in frozen or (frozen_norm and isinstance(layer, keras.layers.BatchNormalization)):
+            if layer.trainable:
+                layer.trainable = False
+                count += 1
+    return count
