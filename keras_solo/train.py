@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 
 import keras
 import numpy as np
@@ -97,7 +98,11 @@ def build_optimizer(train_config, steps_per_epoch):
 
 
 def get_strategy(name):
-    """tf.distribute strategy by name (multi_worker reads TF_CONFIG)."""
+    """tf.distribute strategy by name (multi_worker reads TF_CONFIG).
+
+    Make it before TensorFlow runs any op: MultiWorkerMirroredStrategy
+    configures the collective ops at start-up and fails otherwise.
+    """
     import tensorflow as tf
 
     if name == "mirrored":
@@ -105,6 +110,36 @@ def get_strategy(name):
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def is_chief(strategy):
+    """Whether this process writes the run folder: the only process, the
+    "chief" task, or worker 0 of a cluster without one (TensorFlow's rule)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not cluster:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
+
+
+def _logs_as_vectors(model):
+    """Makes the train and test steps of `model` return 1-element logs.
+
+    Under MultiWorkerMirroredStrategy Keras 3 averages each logged value
+    across replicas along axis 0, which fails on the scalars a step returns
+    ("Invalid reduction dimension 0 for input with 0 dimensions",
+    tensorflow#72388); along a length-1 axis the same average works.
+    """
+    import tensorflow as tf
+
+    def vectors(step):
+        return lambda data: {key: tf.reshape(value, [-1]) if value.shape.rank == 0 else value
+                             for key, value in step(data).items()}
+
+    model.train_step = vectors(model.train_step)
+    model.test_step = vectors(model.test_step)
 
 
 def atomic_save(model, path):
@@ -205,11 +240,21 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
     `data_epoch` (optional): the training pipeline's pass counter
     (`pipeline.new_epoch_variable`), set to the epoch the run resumes at so
     the resumed epochs draw new shuffles and augmentations instead of
-    replaying pass 0's."""
+    replaying pass 0's. `writes=False` (the other workers of a multi-worker
+    run): restore from the chief's backup, never write or delete it."""
 
-    def __init__(self, backup_dir, *, data_epoch=None, **kwargs):
+    def __init__(self, backup_dir, *, data_epoch=None, writes=True, **kwargs):
         super().__init__(backup_dir, **kwargs)
         self.data_epoch = data_epoch
+        self.writes = writes
+
+    def _save_model(self):
+        if self.writes:
+            super()._save_model()
+
+    def on_train_end(self, logs=None):
+        if self.writes:
+            super().on_train_end(logs)
 
     def on_train_begin(self, logs=None):
         try:
@@ -330,6 +375,9 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
     """
     import tensorflow as tf
 
+    # Before any TensorFlow op (multi_worker configures collectives at start-up).
+    strategy = get_strategy(config.train.strategy)
+    chief = is_chief(strategy)
     check_output(out_dir)
     if verbose is None:  # a progress bar on a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else 2
@@ -347,41 +395,60 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
     data_epoch = new_epoch_variable()
     train_ds = builders.build_dataset(config, train_coco, training=True, repeat=True, epoch_variable=data_epoch)
     val_ds = builders.build_dataset(config, val_coco, training=False) if val_coco else None
-    # Only now, with the config and the data checked, may --overwrite delete an earlier run.
-    prepare_run_dir(out_dir, overwrite=overwrite, resume=resume, config=config)
+    if chief:
+        # Only now, with the config and the data checked, may --overwrite delete an earlier run.
+        prepare_run_dir(out_dir, overwrite=overwrite, resume=resume, config=config)
+        write_dir = out_dir
+    else:
+        # The other workers of a multi-worker run compute the same steps, read the
+        # chief's backup to resume, and write their own logs and checkpoints to a
+        # temporary folder that is removed at the end (TensorFlow's recipe).
+        write_dir = tempfile.mkdtemp(prefix="keras-solo-worker-")
 
-    strategy = get_strategy(config.train.strategy)
     with strategy.scope():
         model = builders.build_model(config)
         print(builders.freeze_for_training(model, config), flush=True)
         model.compile(optimizer=build_optimizer(config.train, steps))
-    save_config(config, os.path.join(out_dir, "config.yaml"))
+        model.optimizer.build(model.trainable_variables)  # in the scope, before fit
+        if config.train.strategy == "multi_worker":
+            _logs_as_vectors(model)
+    if chief:
+        save_config(config, os.path.join(out_dir, "config.yaml"))
 
     evaluating = val_coco is not None and config.train.eval_every > 0
     if evaluating:
         monitor, mode = "val_AP", "max"
     else:
         monitor, mode = ("val_loss" if val_ds is not None else "loss"), "min"
-    checkpoint = CheckpointCallback(out_dir, monitor=monitor, mode=mode, every=config.train.checkpoint_every)
+    checkpoint = CheckpointCallback(write_dir, monitor=monitor, mode=mode, every=config.train.checkpoint_every)
     nan_guard = NaNGuard(checkpoint)
-    csv_path = os.path.join(out_dir, "log.csv")
+    csv_path = os.path.join(write_dir, "log.csv")
+    backup_dir = os.path.join(out_dir, "backup")
+    if not chief and overwrite:  # the chief starts afresh: so must this worker
+        backup_dir = os.path.join(write_dir, "backup")
     callbacks = [
-        ResumableBackup(os.path.join(out_dir, "backup"), data_epoch=data_epoch, double_checkpoint=True),
+        ResumableBackup(backup_dir, data_epoch=data_epoch, double_checkpoint=True, writes=chief),
         nan_guard,
         *([EvalCallback(val_coco, every=config.train.eval_every)] if evaluating else []),
         checkpoint,
         keras.callbacks.CSVLogger(csv_path, append=True),
-        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False),
+        *([keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False)] if chief else []),
         *extra_callbacks,
     ]
     if config.train.strategy != "default":
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train_ds = train_ds.with_options(options)
-    history = call_with_data_errors(model.fit, train_ds, epochs=config.train.epochs, steps_per_epoch=steps,
-                                    validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+    try:
+        history = call_with_data_errors(model.fit, train_ds, epochs=config.train.epochs, steps_per_epoch=steps,
+                                        validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+    finally:
+        if not chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
     if nan_guard.message:
         raise SoloError(nan_guard.message)
+    if not chief:
+        return model, history.history
     if os.path.exists(csv_path):
         plot_losses(csv_path, os.path.join(out_dir, "loss_curve.png"))
     if not os.path.exists(os.path.join(out_dir, "best.keras")):

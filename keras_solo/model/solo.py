@@ -333,6 +333,16 @@ class SOLO(keras.Model):
             max_positives=tuple(min(self.max_positives, s * s) for s in self.grids),
             num_classes=self.num_classes)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras' TF trainer pulls one batch and averages it over the replicas
+        # (strategy.reduce) to build what is still unbuilt; under
+        # MultiWorkerMirroredStrategy that reduce fails on a nested batch
+        # (Keras 3.15). A built SOLO has every variable (its weightless
+        # resize layers build on their first call): skip it then.
+        if self.built and (self.optimizer is None or self.optimizer.built):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Eq. (4): focal loss on categories + lambda * dice on positive cells."""
         level_targets = self.build_targets(y)
