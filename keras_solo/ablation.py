@@ -3,7 +3,11 @@ grid attention, trained on the same data and schedule, evaluated with COCO AP.
 
 The preset is an ordinary config (the shared base); the command switches
 `model.use_coords` / `model.use_attention` per variant and trains each with
-`--seeds` seeds. Every trained variant is kept as `<out>/<variant>/seed<k>/best.keras`.
+`--seeds` seeds. Every trained variant is kept as `<out>/<variant>/seed<k>/`
+(`best.keras`, and `metrics_<set>.json` per evaluation set). The tables are
+built from every finished seed folder in `<out>`, so a later run with more
+seeds (or a run that added seed folders) extends them; `ablation.json`,
+`ablation.md` and `ablation.png` are rewritten from those folders each time.
 """
 
 import json
@@ -30,19 +34,22 @@ def _mean_std(values):
     if values.size == 0:
         return "n/a"
     if values.size == 1:
-        return f"{values[0]:.1f}"
-    return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
+        return f"{values[0]:.2f}"
+    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
 
 
-def format_tables(results, seeds):
-    """Markdown Tables 3 and 4: ours (mean ± std over seeds) beside the paper's."""
-    lines = [f"Table 3 (segm AP, {seeds} seed(s); paper in brackets)", "",
-             "| algorithm | AP | AP50 | AP75 |", "|---|---|---|---|"]
+def format_tables(results, eval_name=""):
+    """Markdown Tables 3 and 4 and per-class AP: ours (mean ± std over seeds) beside the paper's."""
+    counts = sorted({len(results.get(key, [])) for key, _, _ in VARIANTS} - {0}) or [0]
+    seeds = "/".join(str(c) for c in counts)
+    on = f" on {eval_name}" if eval_name else ""
+    lines = [f"Table 3 (segm AP{on}, mean ± std over {seeds} seed(s); paper in brackets)", "",
+             "| algorithm | seeds | AP | AP50 | AP75 |", "|---|---|---|---|---|"]
     for key, title, _ in VARIANTS:
         runs = results.get(key, [])
         paper = PAPER_TABLE3.get(key)
         cells = [f"{_mean_std([r[m] for r in runs])} ({p})" for m, p in zip(("AP", "AP50", "AP75"), paper)]
-        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+        lines.append(f"| {title} | {len(runs)} | " + " | ".join(cells) + " |")
     lines += ["", "Table 4 (segm AP by size; paper in brackets)", "",
               "| algorithm | APs | APm | APl |", "|---|---|---|---|"]
     for key, title, _ in VARIANTS:
@@ -50,6 +57,15 @@ def format_tables(results, seeds):
         paper = PAPER_TABLE4.get(key, ("-", "-", "-"))
         cells = [f"{_mean_std([r[m] for r in runs])} ({p})" for m, p in zip(("APs", "APm", "APl"), paper)]
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    classes = [name for key, _, _ in VARIANTS for r in results.get(key, []) for name in r.get("per_class", {})]
+    classes = list(dict.fromkeys(classes))
+    if classes:
+        lines += ["", "Per-class segm AP (mean ± std over seeds)", "",
+                  "| algorithm | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+        for key, title, _ in VARIANTS:
+            runs = results.get(key, [])
+            cells = [_mean_std([r["per_class"][c] for r in runs if c in r.get("per_class", {})]) for c in classes]
+            lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -85,15 +101,29 @@ def _read_json(path):
         return json.load(f)
 
 
-def run_ablation(config, out_dir, *, seeds=1, overwrite=False, variants=None, verbose=None):
-    """Trains and evaluates every variant x seed; returns {variant: [segm metrics]}.
+def _seed_dirs(variant_dir):
+    """`{seed: folder}` of the finished runs (a DONE file) under a variant's folder."""
+    found = {}
+    if os.path.isdir(variant_dir):
+        for name in os.listdir(variant_dir):
+            path = os.path.join(variant_dir, name)
+            if name.startswith("seed") and name[4:].isdigit() and os.path.exists(os.path.join(path, "DONE")):
+                found[int(name[4:])] = path
+    return found
+
+
+def run_ablation(config, out_dir, *, seeds=1, overwrite=False, variants=None, eval_json=None, verbose=None):
+    """Trains and evaluates every variant x seed; returns ({variant: [segm metrics]}, tables).
 
     Args:
-        variants: keys of the variants to (re-)run (`VARIANT_KEYS`); the
-            others are not trained, and their results are reused when
-            `out_dir` holds them for every seed (so `variants=["attention"],
-            overwrite=True` re-runs one variant and rewrites the tables).
-            Defaults to None (all).
+        seeds: seeds 0..seeds-1 of each listed variant are trained unless
+            finished (`train.seed` + k); finished seed folders beyond them
+            are evaluated and counted too.
+        overwrite: re-train the listed variants' seeds 0..seeds-1.
+        variants: keys of the variants to train (`VARIANT_KEYS`); the others'
+            finished seed folders are only evaluated. Defaults to None (all).
+        eval_json: the COCO file to report on (images under
+            `data.val_images`). Defaults to None (`data.val_json`).
     """
     from keras_solo import builders
     from keras_solo.evaluate import evaluate_model
@@ -104,37 +134,41 @@ def run_ablation(config, out_dir, *, seeds=1, overwrite=False, variants=None, ve
     unknown = [key for key in variants if key not in VARIANT_KEYS]
     if unknown or not variants:
         raise SoloError(f"--variants {','.join(unknown) or '(empty)'}: choose from {', '.join(VARIANT_KEYS)}")
-    if os.path.exists(os.path.join(out_dir, "ablation.json")) and not overwrite:
-        raise SoloError(f"{out_dir}: already holds ablation results; use --overwrite (with --variants to "
-                        "re-run only some) or another --out")
+    if eval_json:
+        config = replace(config, **{"data.val_json": eval_json})
+    val = builders.load_split(config, "val")  # checked before anything is trained or written
+    eval_name = os.path.splitext(os.path.basename(config.data.val_json))[0]
     os.makedirs(out_dir, exist_ok=True)
     save_config(config, os.path.join(out_dir, "base_config.yaml"))
-    val = builders.load_split(config, "val")
     results = {}
     for key, title, switches in VARIANTS:
-        if key not in variants:
-            kept = [os.path.join(out_dir, key, f"seed{seed}", "metrics.json") for seed in range(seeds)]
-            if all(os.path.exists(path) for path in kept):
-                results[key] = [_read_json(path)["segm"] for path in kept]
-            continue
-        results[key] = []
-        for seed in range(seeds):
-            variant = replace(config, **switches, **{"train.seed": config.train.seed + seed})
-            run_dir = os.path.join(out_dir, key, f"seed{seed}")
-            metrics_path = os.path.join(run_dir, "metrics.json")
-            if os.path.exists(metrics_path) and not overwrite:
+        variant_dir = os.path.join(out_dir, key)
+        if key in variants:
+            for seed in range(seeds):
+                run_dir = os.path.join(variant_dir, f"seed{seed}")
+                if overwrite or not os.path.exists(os.path.join(run_dir, "DONE")):
+                    print(f"== {title} seed {seed} -> {run_dir}", flush=True)
+                    variant = replace(config, **switches, **{"train.seed": config.train.seed + seed})
+                    train(variant, run_dir, overwrite=overwrite, resume=True, verbose=verbose)
+                    stale = os.path.join(run_dir, f"metrics_{eval_name}.json")
+                    if os.path.exists(stale):
+                        os.remove(stale)  # metrics of the model this run replaced
+        runs = []
+        for seed, run_dir in sorted(_seed_dirs(variant_dir).items()):
+            metrics_path = os.path.join(run_dir, f"metrics_{eval_name}.json")
+            if os.path.exists(metrics_path):
                 metrics = _read_json(metrics_path)
             else:
-                print(f"== {title} seed {seed} -> {run_dir}", flush=True)
-                if overwrite or not os.path.exists(os.path.join(run_dir, "DONE")):
-                    train(variant, run_dir, overwrite=overwrite, resume=True, verbose=verbose)
+                print(f"== evaluate {title} seed {seed} on {eval_name}", flush=True)
                 model = load_model(os.path.join(run_dir, "best.keras"))
                 metrics, _ = evaluate_model(model, val, progress=verbose == 1)
                 write_json(metrics_path, metrics, what="metrics")
-            results[key].append(metrics["segm"])
-    write_json(os.path.join(out_dir, "ablation.json"), {"seeds": seeds, "results": results},
-               what="ablation results")
-    tables = format_tables(results, seeds)
+            runs.append({**metrics["segm"], "per_class": metrics.get("per_class", {}), "seed": seed})
+        if runs:
+            results[key] = runs
+    write_json(os.path.join(out_dir, "ablation.json"),
+               {"eval_json": os.path.abspath(config.data.val_json), "results": results}, what="ablation results")
+    tables = format_tables(results, eval_name)
     with open(os.path.join(out_dir, "ablation.md"), "w") as f:
         f.write(tables + "\n")
     plot_tables(results, os.path.join(out_dir, "ablation.png"))
@@ -145,6 +179,7 @@ def ablation_command(args):
     config = load_config(args.config, args.set)
     out = args.out or os.path.join("runs", "ablation_" + os.path.splitext(os.path.basename(args.config))[0])
     variants = [key.strip() for key in args.variants.split(",") if key.strip()] if args.variants else None
-    _, tables = run_ablation(config, out, seeds=args.seeds, overwrite=args.overwrite, variants=variants)
+    _, tables = run_ablation(config, out, seeds=args.seeds, overwrite=args.overwrite, variants=variants,
+                             eval_json=args.eval_json)
     print(tables)
     print(f"\nwrote {out}/ablation.md, ablation.json, ablation.png")

@@ -227,11 +227,14 @@ def build_parser():
     p.add_argument("--config", required=True, help="ablation preset, e.g. training/ablation.yaml")
     p.add_argument("--seeds", type=int, default=1, help="seeds per variant")
     p.add_argument("--variants", default=None, metavar="KEYS",
-                   help="comma-separated variants to (re-)run: no_coords,solo,attention (default: all); "
-                        "with --overwrite the others keep their results")
+                   help="comma-separated variants to train: no_coords,solo,attention (default: all); "
+                        "the others' finished runs are evaluated and kept in the tables")
+    p.add_argument("--eval-json", default=None, metavar="JSON",
+                   help="COCO file to report AP on, images under data.val_images (default: data.val_json)")
     p.add_argument("--out", default=None, help="results folder (default runs/ablation_<preset>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. train.epochs=3")
-    p.add_argument("--overwrite", action="store_true", help="re-run finished variants (with --variants: those only)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="re-train finished seeds 0..SEEDS-1 (with --variants: of those only)")
 
     p = add("export", cmd_export, "export to TFLite / ONNX / SavedModel with top-K outputs")
     p.add_argument("--model", required=True, help=".keras model")

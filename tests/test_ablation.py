@@ -64,8 +64,11 @@ def test_all_variants_then_rerun_one(fakes, config, tmp_path, monkeypatch):
                                                                      config.train.seed * 0.1 + 3.1])
     assert "| Attention mechanism | 3." in tables
 
-    with pytest.raises(SoloError, match="already holds ablation results"):
-        ablation.run_ablation(config, "out", seeds=2)
+    fakes.clear()  # a later run with more seeds trains only the new ones and extends the tables
+    results, tables = ablation.run_ablation(config, "out", seeds=3)
+    assert sorted(fakes) == sorted(f"out/{key}/seed2" for key in ablation.VARIANT_KEYS)
+    assert [r["seed"] for r in results["solo"]] == [0, 1, 2]
+    assert "| Attention mechanism | 3 | 3.10 ± 0.10" in tables
 
     fakes.clear()
     results, tables = ablation.run_ablation(config, "out", seeds=2, overwrite=True, variants=["attention"])
