@@ -108,8 +108,33 @@ def get_strategy(name):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
+        check_tf_config(os.environ.get("TF_CONFIG"))
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def check_tf_config(text):
+    """A one-line error for a TF_CONFIG that TensorFlow would reject deep
+    inside the strategy (unset or empty: one local worker, as TensorFlow)."""
+    import json
+
+    if not text:
+        return
+    try:
+        value = json.loads(text)
+        workers = value["cluster"]["worker"]
+        task = value["task"]
+        kind, index = task["type"], int(task["index"])
+    except (ValueError, TypeError, KeyError) as error:
+        raise SoloError(f"TF_CONFIG: not a cluster spec ({type(error).__name__}: {error}); expected "
+                        '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}'
+                        ) from None
+    members = value["cluster"].get(kind)
+    if not isinstance(workers, list) or not workers:
+        raise SoloError("TF_CONFIG: cluster.worker must be a non-empty list of host:port")
+    if not isinstance(members, list) or not 0 <= index < len(members):
+        raise SoloError(f"TF_CONFIG: task {kind} {index} is not in cluster.{kind} "
+                        f"({len(members) if isinstance(members, list) else 0} entries)")
 
 
 def is_chief(strategy):

@@ -28,15 +28,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "training", "demo.yaml")
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    from keras_solo.data.synthetic import make_synthetic
-
-    root = tmp_path_factory.mktemp("syn")
-    make_synthetic(str(root), images=8, size=(128, 64), seed=0)
-    return root
-
-
 def _epochs_in_log(run):
     path = run / "log.csv"
     if not path.exists():

@@ -10,19 +10,11 @@ import subprocess
 import sys
 
 import pytest
+
 from helpers import TINY_MODEL_OVERRIDES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "training", "demo.yaml")
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    from keras_solo.data.synthetic import make_synthetic
-
-    root = tmp_path_factory.mktemp("syn")
-    make_synthetic(str(root), images=8, size=(128, 64), seed=0)
-    return root
 
 
 def _free_ports(count):
@@ -116,3 +108,19 @@ def test_two_workers_resume_an_unfinished_run(synthetic, tmp_path):
         assert "Epoch 2/2" in output and "Epoch 1/2" not in output, output[-2000:]
     assert _log_epochs(run) == [0, 1]
     assert (run / "DONE").exists()
+
+
+def test_bad_tf_config_is_one_line():
+    from keras_solo.errors import SoloError
+    from keras_solo.train import check_tf_config
+
+    check_tf_config(None)
+    check_tf_config(json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}))
+    for text, message in (("{not json", "not a cluster spec"),
+                          (json.dumps({"cluster": {}}), "not a cluster spec"),
+                          (json.dumps({"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}),
+                           "non-empty list"),
+                          (json.dumps({"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}),
+                           "task worker 1 is not in cluster.worker")):
+        with pytest.raises(SoloError, match=message):
+            check_tf_config(text)

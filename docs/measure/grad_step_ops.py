@@ -1,0 +1,49 @@
+"""Per-op time of one forward+backward step (TF profiler, xplane parsed here): python docs/measure/grad_step_ops.py."""
+import os, sys, time, glob, collections
+import numpy as np
+import tensorflow as tf
+import keras
+from keras_solo import builders
+from keras_solo.config import load_config
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+cfg = load_config("training/edge.yaml")
+coco = builders.load_split(cfg, "train")
+ds = builders.build_dataset(cfg, coco, training=True, repeat=True)
+x, y = next(iter(ds))
+model = builders.build_model(cfg)
+model(x)
+bb = model.backbone
+for l in bb.layers:
+    n = l.name
+    if isinstance(l, keras.layers.BatchNormalization) or n.startswith("stem") or (n.startswith("block") and int(n[5:].split("_")[0]) < 3):
+        l.trainable = False
+@tf.function
+def grads(x, y):
+    with tf.GradientTape() as tape:
+        out = model(x, training=True)
+        loss = model.compute_loss(x, y, out)
+    return tape.gradient(loss, model.trainable_variables)
+grads(x, y); grads(x, y)
+logdir = "/tmp/opprof"
+os.system(f"rm -rf {logdir}")
+tf.profiler.experimental.start(logdir)
+for _ in range(3): [tf.convert_to_tensor(g).numpy() for g in grads(x, y) if g is not None]
+tf.profiler.experimental.stop()
+f = glob.glob(logdir + "/**/*.xplane.pb", recursive=True)[0]
+xs = xplane_pb2.XSpace(); xs.ParseFromString(open(f, "rb").read())
+bytype = collections.Counter(); byname = collections.Counter()
+for plane in xs.planes:
+    md = plane.event_metadata
+    for line in plane.lines:
+        for ev in line.events:
+            name = md[ev.metadata_id].name
+            if ":" in name and not name.startswith("__inference"):
+                op, typ = name.rsplit(":", 1)
+                bytype[typ] += ev.duration_ps / 1e9 / 3
+                byname[name] += ev.duration_ps / 1e9 / 3
+tot = sum(bytype.values())
+print("total op ms per step (summed over threads)", round(tot))
+for k, v in bytype.most_common(25): print(f"{v:8.1f} ms  {k}")
+print()
+for k, v in byname.most_common(30): print(f"{v:8.1f} ms  {k}")
