@@ -11,9 +11,10 @@ from keras_solo.errors import SoloError
 
 def scaled_scale_ranges(model_config):
     """SOLO's scale ranges rescaled from the reference short side to the input's."""
+    from keras_solo.targets import scale_ranges_for_input
+
     width, height = model_config.input_size
-    factor = min(width, height) / float(model_config.scale_reference_size)
-    return tuple((lo * factor, hi * factor) for lo, hi in model_config.scale_ranges)
+    return scale_ranges_for_input(model_config.scale_ranges, (height, width), model_config.scale_reference_size)
 
 
 def model_kwargs(config):

@@ -30,7 +30,6 @@ Reference:
     arXiv:2003.10152 (Matrix NMS, Sec. 3.4).
 """
 
-import numpy as np
 from keras import ops
 
 _EPS = 1e-6
@@ -58,31 +57,6 @@ def points_nms(cate_probs):
         ops.maximum(padded[:, 1:, :-1], probs),
     )
     return ops.where(probs >= local_max, probs, ops.zeros_like(probs))
-
-
-def cell_strides(grids, strides):
-    """The level stride of every grid cell, levels concatenated.
-
-    Use it as the per-candidate ``min_area`` of :func:`maskness_rescore`, as
-    SOLO does: ``ops.take(cell_strides(grids, strides), cell_index)``.
-
-    Args:
-        grids: number of grid cells per side, per level, e.g. ``(40, 36, 24, 16, 12)``.
-        strides: the value per level, e.g. ``(8, 8, 16, 32, 32)``.
-
-    Returns:
-        numpy float32 (sum(S_l^2),).
-
-    Raises:
-        ValueError: when ``grids`` and ``strides`` differ in length.
-    """
-    if len(grids) != len(strides):
-        raise ValueError(
-            f"grids={tuple(grids)} and strides={tuple(strides)} must have the same length"
-        )
-    return np.concatenate(
-        [np.full((int(s) * int(s),), float(v), np.float32) for s, v in zip(grids, strides)]
-    )
 
 
 def select_candidates(cate_probs, *, score_thr, k):
@@ -143,8 +117,8 @@ def maskness_rescore(mask_probs, scores, valid, *, mask_thr, min_area=0):
         mask_thr: binarisation threshold (``p > mask_thr``). SOLO: 0.5.
         min_area: masks with ``area <= min_area`` (pixels at the mask
             resolution) become invalid. A scalar or a tensor broadcastable to
-            (batch, N); SOLO uses the level stride per candidate (see
-            :func:`cell_strides`). Defaults to 0 (drop empty masks only).
+            (batch, N); SOLO uses the level stride per candidate (as
+            `SOLO.decode` does). Defaults to 0 (drop empty masks only).
 
     Returns:
         ``(binary_masks, scores, valid, areas)``: binary_masks float32

@@ -414,8 +414,9 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
     val_coco = None
     if config.data.val_json:  # a missing file is an error (load_split); "" trains without validation
         val_coco = builders.load_split(config, "val")
-    steps = config.train.steps_per_epoch or max(1, math.ceil(len(train_coco.records) / config.train.batch_size))
-    from keras_solo.data.pipeline import call_with_data_errors, new_epoch_variable
+    from keras_solo.data.pipeline import call_with_data_errors, new_epoch_variable, steps_per_epoch
+
+    steps = config.train.steps_per_epoch or max(1, steps_per_epoch(train_coco, config.train.batch_size))
 
     data_epoch = new_epoch_variable()
     train_ds = builders.build_dataset(config, train_coco, training=True, repeat=True, epoch_variable=data_epoch)

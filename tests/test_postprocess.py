@@ -186,11 +186,6 @@ def test_maskness_of_hand_made_mask():
     assert _np(binary)[0, 0].sum() == 3.0
 
 
-def test_cell_strides():
-    strides = pp.cell_strides((3, 2), (8, 16))
-    np.testing.assert_array_equal(strides, [8] * 9 + [16] * 4)
-
-
 def _decode_inputs():
     mask_probs = np.zeros((2, 4, 8, 8), np.float32)
     mask_probs[0, 0, :4, :4] = 0.9
