@@ -1,0 +1,88 @@
+"""The model, targets, losses and `fit` on Keras' JAX backend: the same tiny
+model and batch give the same loss as on TensorFlow, and a few `fit` steps
+lower it. The JAX side runs in a subprocess (a Keras process has one
+backend). The `train` command itself is still TensorFlow-only (tf.data
+input, callbacks)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import tiny_config
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                                reason="jax is not installed (pip install keras-solo[jax])")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Builds the tiny model, loads WEIGHTS, prints the inference-mode loss of a fixed
+# batch, then (FIT=1) fits 3 epochs on it and prints the losses.
+PROBE = r'''
+import json, os, sys
+sys.path.insert(0, os.environ["TESTS"])
+import keras
+import numpy as np
+from helpers import tiny_config
+from keras_solo import builders
+from keras_solo.train import build_optimizer
+
+def batch(config):
+    width, height = config.model.input_size
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (2, height, width, 3)).astype("float32")
+    m = config.data.max_instances
+    masks = np.zeros((2, m, height // 4, width // 4), np.uint8)
+    masks[:, 0, 4:10, 6:20] = 1
+    masks[1, 1, 2:12, 2:8] = 1
+    classes = np.full((2, m), -1, np.int32)
+    classes[:, 0], classes[1, 1] = 1, 3
+    boxes = np.zeros((2, m, 4), np.float32)
+    boxes[:, 0], boxes[1, 1] = [24, 16, 80, 40], [8, 8, 32, 48]
+    y = {"masks": masks, "classes": classes, "boxes": boxes,
+         "ignore": np.zeros((2, height // 4, width // 4), np.uint8),
+         "image_info": np.tile(np.array([height, width, 1, 1], np.float32), (2, 1))}
+    return x, y
+
+config = tiny_config()
+model = builders.build_model(config)
+model.load_weights(os.environ["WEIGHTS"])
+x, y = batch(config)
+loss = float(model.compute_loss(x, y, model(x, training=False), training=False))
+result = {"backend": keras.backend.backend(), "loss": loss}
+if os.environ.get("FIT") == "1":
+    model.compile(optimizer=build_optimizer(config.train, 1))
+    result["fit"] = model.fit(x, y, batch_size=2, epochs=3, verbose=0).history["loss"]
+print("RESULT " + json.dumps(result))
+'''
+
+
+def _probe(backend, weights, fit=False):
+    env = dict(os.environ, KERAS_BACKEND=backend, TESTS=HERE, WEIGHTS=str(weights), FIT="1" if fit else "0",
+               TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    from keras_solo import builders
+
+    path = tmp_path_factory.mktemp("jax") / "tiny.weights.h5"
+    builders.build_model(tiny_config()).save_weights(str(path))
+    return path
+
+
+def test_same_loss_on_tensorflow_and_jax(weights):
+    tf_result = _probe("tensorflow", weights)
+    jax_result = _probe("jax", weights, fit=True)
+    assert (tf_result["backend"], jax_result["backend"]) == ("tensorflow", "jax")
+    assert np.isfinite(tf_result["loss"]) and tf_result["loss"] > 0
+    np.testing.assert_allclose(jax_result["loss"], tf_result["loss"], rtol=1e-5)
+    losses = jax_result["fit"]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
