@@ -13,6 +13,7 @@ import os
 import time
 import warnings
 
+import numpy as np
 
 from keras_solo import detections as det
 from keras_solo.errors import SoloError, check_output, write_json
@@ -119,6 +120,26 @@ def format_metrics(metrics, title="segm"):
     return "\n".join(lines)
 
 
+def inference_functions(model):
+    """`(network, decode)`: the model's forward pass and `decode`, compiled
+    for the Keras backend (tf.function on TensorFlow, jax.jit on JAX; the
+    weights are read when the functions are made, so make them again after
+    training further)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return (tf.function(lambda x: model(x, training=False), reduce_retracing=True),
+                tf.function(model.decode, reduce_retracing=True))
+    if backend == "jax":
+        import jax
+
+        return jax.jit(lambda x: model(x, training=False)), jax.jit(model.decode)
+    return (lambda x: model(x, training=False)), model.decode
+
+
 def run_inference(model, coco_dataset, *, limit=0, batch_size=1, progress=True, on_image=None):
     """Runs the model over a dataset and yields per-image detections.
 
@@ -131,7 +152,6 @@ def run_inference(model, coco_dataset, *, limit=0, batch_size=1, progress=True, 
     Returns:
         dict of timing totals: network_s, decode_s, post_s, images.
     """
-    import tensorflow as tf
     from tqdm import tqdm
 
     from keras_solo.data.pipeline import build_dataset
@@ -146,16 +166,15 @@ def run_inference(model, coco_dataset, *, limit=0, batch_size=1, progress=True, 
         total = min(total, limit)
         dataset = dataset.take((limit + batch_size - 1) // batch_size)
 
-    network = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    decode = tf.function(model.decode, reduce_retracing=True)
+    network, decode = inference_functions(model)
     timing = {"network_s": 0.0, "decode_s": 0.0, "post_s": 0.0, "images": 0}
     bar = tqdm(total=total, desc="evaluate", unit="img", disable=not progress)
     for images, targets in dataset:
         t0 = time.perf_counter()
-        outputs = network(images)
-        _ = [v.numpy() for v in outputs.values()][0]
+        outputs = network(images.numpy())
+        _ = [np.asarray(v) for v in outputs.values()][0]
         t1 = time.perf_counter()
-        decoded = {k: v.numpy() for k, v in decode(outputs).items()}
+        decoded = {k: np.asarray(v) for k, v in decode(outputs).items()}
         t2 = time.perf_counter()
         info = targets["image_info"].numpy()
         for b in range(images.shape[0]):

@@ -24,17 +24,17 @@ class Predictor:
     """
 
     def __init__(self, model):
-        import tensorflow as tf
+        from keras_solo.evaluate import inference_functions
 
         self.model = model
         self.width, self.height = model.input_size
-        self._run = tf.function(lambda x: model.decode(model(x, training=False)), reduce_retracing=True)
+        self._network, self._decode = inference_functions(model)
 
     def __call__(self, image):
         """Detections of one (h, w, 3) uint8 RGB image in its own pixels."""
         canvas, scale = det.letterbox_image(image, (self.width, self.height))
-        decoded = self._run(canvas[None].astype(np.float32))
-        one = {k: v.numpy()[0] for k, v in decoded.items()}
+        decoded = self._decode(self._network(canvas[None].astype(np.float32)))
+        one = {k: np.asarray(v)[0] for k, v in decoded.items()}
         return det.to_original(one, input_size=(self.height, self.width), orig_size=image.shape[:2],
                                scale=scale, mask_thr=self.model.mask_thr)
 

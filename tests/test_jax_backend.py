@@ -86,3 +86,38 @@ def test_same_loss_on_tensorflow_and_jax(weights):
     np.testing.assert_allclose(jax_result["loss"], tf_result["loss"], rtol=1e-5)
     losses = jax_result["fit"]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+
+
+def _cli(args, backend, cwd):
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "keras_solo.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=400)
+
+
+def test_train_and_evaluate_on_jax_then_export_int8_on_tensorflow(synthetic, tmp_path):
+    from helpers import TINY_MODEL_OVERRIDES
+
+    run = tmp_path / "run"
+    args = ["train", "--config", os.path.join(os.path.dirname(HERE), "training", "demo.yaml"), "--out", str(run)]
+    for item in (*TINY_MODEL_OVERRIDES, "train.epochs=2", "train.steps_per_epoch=3", "train.batch_size=2",
+                 "train.eval_every=2", f"data.train_json={synthetic / 'instances_train.json'}",
+                 f"data.val_json={synthetic / 'instances_val.json'}"):
+        args += ["--set", item]
+    trained = _cli(args, "jax", tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "Epoch 2/2" in trained.stdout and "val segm AP" in trained.stdout, trained.stdout[-2000:]
+    assert (run / "DONE").exists() and (run / "best.keras").exists()
+
+    evaluated = _cli(["evaluate", "--model", str(run / "best.keras"), "--data", str(synthetic / "instances_val.json"),
+                      "--out", str(tmp_path / "eval")], "jax", tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["segm"]["AP"] >= 0
+
+    export = ["export", "--model", str(run / "best.keras"), "--format", "tflite", "--quant", "int8",
+              "--calib-data", str(synthetic / "instances_train.json"), "--out", str(tmp_path / "m.tflite")]
+    refused = _cli(export, "jax", tmp_path)
+    assert refused.returncode == 2 and "needs Keras' TensorFlow backend" in refused.stderr, refused.stderr[-2000:]
+    exported = _cli(export, "tensorflow", tmp_path)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert (tmp_path / "m.tflite").stat().st_size > 0
+    assert json.loads((tmp_path / "m.tflite.json").read_text())["quant"] == "int8"
