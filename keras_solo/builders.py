@@ -136,3 +136,17 @@ def build_dataset(config, coco, *, training, batch_size=None, repeat=False, epoc
     kwargs = dataset_kwargs(config, training)
     return _build(coco, batch_size=batch_size or config.train.batch_size, repeat=repeat,
                   epoch_variable=epoch_variable, **kwargs)
+
+
+def build_loader(config, coco, *, training, steps=None):
+    """The TensorFlow-free input (`data.loader.SoloPyDataset`) over a loaded `CocoDataset`."""
+    from keras_solo.data.loader import SoloPyDataset
+
+    kwargs = dataset_kwargs(config, training)
+    kwargs.pop("training")
+    # Threads, not processes: JAX is multithreaded and forking it can deadlock;
+    # OpenCV's resizes and the letterbox run without the GIL.
+    workers = max(1, min(4, os.cpu_count() or 1))
+    return SoloPyDataset(coco, batch_size=config.train.batch_size, training=training, steps=steps,
+                         workers=workers, use_multiprocessing=False, **kwargs)
+

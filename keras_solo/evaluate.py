@@ -152,31 +152,40 @@ def run_inference(model, coco_dataset, *, limit=0, batch_size=1, progress=True, 
     Returns:
         dict of timing totals: network_s, decode_s, post_s, images.
     """
+    import keras
     from tqdm import tqdm
 
-    from keras_solo.data.pipeline import build_dataset
-
     width, height = model.input_size
-    with warnings.catch_warnings():  # instance slots are unused here: only images and image_info
-        warnings.simplefilter("ignore")
-        dataset = build_dataset(coco_dataset, image_size=(width, height), max_instances=1, mask_stride=8,
-                                batch_size=batch_size, training=False, shuffle=False, check_images=True)
     total = len(coco_dataset.records)
     if limit:
         total = min(total, limit)
-        dataset = dataset.take((limit + batch_size - 1) // batch_size)
+    batches = (total + batch_size - 1) // batch_size
+    options = dict(image_size=(width, height), max_instances=1, mask_stride=8, batch_size=batch_size, training=False)
+    with warnings.catch_warnings():  # instance slots are unused here: only images and image_info
+        warnings.simplefilter("ignore")
+        if keras.backend.backend() == "tensorflow":
+            from keras_solo.data.pipeline import build_dataset
+
+            dataset = build_dataset(coco_dataset, shuffle=False, check_images=True, **options).take(batches)
+        else:  # no TensorFlow needed
+            from keras_solo.data.coco import check_image_files
+            from keras_solo.data.loader import SoloPyDataset
+
+            check_image_files(coco_dataset)
+            loader = SoloPyDataset(coco_dataset, **options)
+            dataset = (loader[index] for index in range(batches))
 
     network, decode = inference_functions(model)
     timing = {"network_s": 0.0, "decode_s": 0.0, "post_s": 0.0, "images": 0}
     bar = tqdm(total=total, desc="evaluate", unit="img", disable=not progress)
     for images, targets in dataset:
         t0 = time.perf_counter()
-        outputs = network(images.numpy())
+        outputs = network(np.asarray(images))
         _ = [np.asarray(v) for v in outputs.values()][0]
         t1 = time.perf_counter()
         decoded = {k: np.asarray(v) for k, v in decode(outputs).items()}
         t2 = time.perf_counter()
-        info = targets["image_info"].numpy()
+        info = np.asarray(targets["image_info"])
         for b in range(images.shape[0]):
             if timing["images"] >= total:
                 break
@@ -207,7 +216,7 @@ def evaluate_model(model, coco_dataset, *, limit=0, progress=True):
     Raises:
         SoloError: a bad image file (one line naming it).
     """
-    from keras_solo.data.pipeline import call_with_data_errors
+    from keras_solo.data.examples import call_with_data_errors
 
     evaluator = COCOEvaluator(coco_dataset)
     timing = call_with_data_errors(run_inference, model, coco_dataset, limit=limit, progress=progress,

@@ -16,6 +16,7 @@ A run folder holds::
     DONE             written when the planned epochs finished
 """
 
+import contextlib
 import math
 import os
 import shutil
@@ -137,10 +138,21 @@ def check_tf_config(text):
                         f"({len(members) if isinstance(members, list) else 0} entries)")
 
 
+def _tensorboard_available():
+    """TensorBoard summaries need TensorFlow; without it, say so once and skip them."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        print("TensorBoard logs skipped: TensorFlow is not installed (log.csv and loss_curve.png are written)",
+              flush=True)
+        return False
+    return True
+
+
 def is_chief(strategy):
     """Whether this process writes the run folder: the only process, the
     "chief" task, or worker 0 of a cluster without one (TensorFlow's rule)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
+    resolver = getattr(strategy, "cluster_resolver", None) if strategy is not None else None
     cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
     if not cluster:
         return True
@@ -398,10 +410,14 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
     Raises:
         SoloError: bad data, a finished run folder, divergence.
     """
-    import tensorflow as tf
-
+    # tf.data input and tf.distribute on the TensorFlow backend; on JAX (or
+    # torch) a PyDataset input that needs no TensorFlow, one device.
+    on_tf = keras.backend.backend() == "tensorflow"
+    if not on_tf and config.train.strategy != "default":
+        raise SoloError(f"train.strategy {config.train.strategy!r} needs Keras' TensorFlow backend "
+                        f"(KERAS_BACKEND is {keras.backend.backend()!r})")
     # Before any TensorFlow op (multi_worker configures collectives at start-up).
-    strategy = get_strategy(config.train.strategy)
+    strategy = get_strategy(config.train.strategy) if on_tf else None
     chief = is_chief(strategy)
     check_output(out_dir)
     if verbose is None:  # a progress bar on a terminal, one line per epoch in logs
@@ -414,13 +430,21 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
     val_coco = None
     if config.data.val_json:  # a missing file is an error (load_split); "" trains without validation
         val_coco = builders.load_split(config, "val")
-    from keras_solo.data.pipeline import call_with_data_errors, new_epoch_variable, steps_per_epoch
+    from keras_solo.data.examples import call_with_data_errors, steps_per_epoch
 
     steps = config.train.steps_per_epoch or max(1, steps_per_epoch(train_coco, config.train.batch_size))
+    if on_tf:
+        from keras_solo.data.pipeline import new_epoch_variable
 
-    data_epoch = new_epoch_variable()
-    train_ds = builders.build_dataset(config, train_coco, training=True, repeat=True, epoch_variable=data_epoch)
-    val_ds = builders.build_dataset(config, val_coco, training=False) if val_coco else None
+        data_epoch = new_epoch_variable()
+        train_ds = builders.build_dataset(config, train_coco, training=True, repeat=True, epoch_variable=data_epoch)
+        val_ds = builders.build_dataset(config, val_coco, training=False) if val_coco else None
+    else:
+        from keras_solo.data.coco import check_image_files
+
+        check_image_files(train_coco)
+        train_ds = data_epoch = builders.build_loader(config, train_coco, training=True, steps=steps)
+        val_ds = builders.build_loader(config, val_coco, training=False) if val_coco else None
     if chief:
         # Only now, with the config and the data checked, may --overwrite delete an earlier run.
         prepare_run_dir(out_dir, overwrite=overwrite, resume=resume, config=config)
@@ -431,7 +455,7 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
         # temporary folder that is removed at the end (TensorFlow's recipe).
         write_dir = tempfile.mkdtemp(prefix="keras-solo-worker-")
 
-    with strategy.scope():
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = builders.build_model(config)
         print(builders.freeze_for_training(model, config), flush=True)
         model.compile(optimizer=build_optimizer(config.train, steps))
@@ -458,10 +482,13 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
         *([EvalCallback(val_coco, every=config.train.eval_every)] if evaluating else []),
         checkpoint,
         keras.callbacks.CSVLogger(csv_path, append=True),
-        *([keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False)] if chief else []),
+        *([keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False)]
+          if chief and _tensorboard_available() else []),
         *extra_callbacks,
     ]
     if config.train.strategy != "default":
+        import tensorflow as tf
+
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train_ds = train_ds.with_options(options)

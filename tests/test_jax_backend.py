@@ -1,8 +1,8 @@
-"""The model, targets, losses and `fit` on Keras' JAX backend: the same tiny
-model and batch give the same loss as on TensorFlow, and a few `fit` steps
-lower it. The JAX side runs in a subprocess (a Keras process has one
-backend). The `train` command itself is still TensorFlow-only (tf.data
-input, callbacks)."""
+"""The model, targets, losses, `fit` and the `train` / `evaluate` commands on
+Keras' JAX backend: the same tiny model and batch give the same loss as on
+TensorFlow; a JAX-trained `.keras` exports to int8 TFLite under TensorFlow;
+training on JAX needs no TensorFlow. The JAX side runs in subprocesses (a
+Keras process has one backend)."""
 
 import importlib.util
 import json
@@ -121,3 +121,26 @@ def test_train_and_evaluate_on_jax_then_export_int8_on_tensorflow(synthetic, tmp
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert (tmp_path / "m.tflite").stat().st_size > 0
     assert json.loads((tmp_path / "m.tflite.json").read_text())["quant"] == "int8"
+
+
+def test_jax_training_needs_no_tensorflow(synthetic, tmp_path):
+    """The device recipe: Keras on JAX with TensorFlow unimportable (the PyDataset input,
+    no TensorBoard, COCO AP during training)."""
+    from helpers import TINY_MODEL_OVERRIDES
+
+    run = tmp_path / "run"
+    code = ("import sys; sys.modules['tensorflow'] = None\n"
+            "import runpy; sys.argv = ['keras-solo'] + sys.argv[1:]\n"
+            "runpy.run_module('keras_solo.cli', run_name='__main__')")
+    args = ["train", "--config", os.path.join(os.path.dirname(HERE), "training", "demo.yaml"), "--out", str(run)]
+    for item in (*TINY_MODEL_OVERRIDES, "train.epochs=2", "train.steps_per_epoch=3", "train.batch_size=2",
+                 "train.eval_every=2", f"data.train_json={synthetic / 'instances_train.json'}",
+                 f"data.val_json={synthetic / 'instances_val.json'}"):
+        args += ["--set", item]
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "TensorBoard logs skipped: TensorFlow is not installed" in proc.stdout
+    assert "val segm AP" in proc.stdout and (run / "DONE").exists() and (run / "best.keras").exists()
+    assert not (run / "logs").exists()
