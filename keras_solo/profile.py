@@ -97,7 +97,10 @@ def train_throughput(config, steps=10, warmup=3):
     from keras_solo.train import build_optimizer
 
     coco = builders.load_split(config, "train")
-    ds = builders.build_dataset(config, coco, training=True, repeat=True)
+    if keras.backend.backend() == "tensorflow":
+        ds = builders.build_dataset(config, coco, training=True, repeat=True)
+    else:  # the input `train` uses there (no TensorFlow)
+        ds = builders.build_loader(config, coco, training=True, steps=warmup + steps)
     model = builders.build_model(config)
     builders.freeze_for_training(model, config)
     model.compile(optimizer=build_optimizer(config.train, 100))
@@ -219,7 +222,12 @@ def profile_command(args):
             report["keras_latency"] = keras_latency(model, runs=args.latency)
         if args.flops:
             report["gflops"] = round(forward_gflops(model), 2)
-        report["attention"] = attention_costs(model)
+        import keras
+
+        if keras.backend.backend() == "tensorflow":  # tf.function timings
+            report["attention"] = attention_costs(model)
+        else:
+            report["backend"] = keras.backend.backend()
         if args.throughput:
             report["train_images_per_s"] = round(train_throughput(config, steps=args.throughput), 2)
     print(json.dumps(report, indent=1))
