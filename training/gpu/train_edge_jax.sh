@@ -19,7 +19,8 @@ timeout $((minutes * 60)) python3 -m keras_solo.cli train --config training/edge
   --set train.epochs=$epochs 2>&1 | tee -a "$out/train.log"
 echo "training wall s: $(( $(date +%s) - start ))" | tee -a "$out/train.log"
 # images/s of the finished epochs (450 frames, batch 4: 112 steps x 4 images), from Keras' per-epoch lines
-grep -o "^[0-9]*/[0-9]* - [0-9]*s" "$out/train.log" | awk -F'[ /s]+' '{print $1*4/$3 " images/s"}' > "$out/images_per_s.txt"
+grep -oE "^[0-9]+/[0-9]+ - [0-9]+s" "$out/train.log" | sed -E 's#^([0-9]+)/[0-9]+ - ([0-9]+)s#\1 \2#' \
+  | awk '{print $1 * 4 / $2 " images/s"}' > "$out/images_per_s.txt"
 model="$out/run/best.keras"; [ -f "$model" ] || model="$out/run/last.keras"
 python3 -m keras_solo.cli evaluate --model "$model" --data $d/instances_val.json --images $d/cityscapes5 \
   --out "$out/eval" 2>&1 | tail -20 | tee -a "$out/train.log"
