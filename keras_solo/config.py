@@ -171,12 +171,14 @@ class TrainConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     mask_loss_weight: float = 3.0  # lambda of eq. (4) (SOLO reference)
-    # Pretrained backbones: layers up to this feature stay fixed ("none" | "C2".."C5"),
-    # and BatchNorm runs frozen ("frozen" | "train"), as detectron2's FREEZE_AT=2 + FrozenBN
-    # and the SOLO reference's frozen_stages=1 + norm_eval; "auto" = C2 / frozen when the
-    # backbone is pretrained, none / train from scratch. Speed and AP: docs/RESULTS.md.
-    freeze_backbone: str = "auto"
-    backbone_norm: str = "auto"
+    # Backbone layers up to this feature stay fixed ("none" | "C2".."C5"), and its
+    # BatchNorm trains or runs frozen ("train" | "frozen"), as detectron2's
+    # FREEZE_AT=2 + FrozenBN and the SOLO reference's frozen_stages=1 + norm_eval;
+    # "auto" = C2 / frozen for a pretrained backbone, none / train from scratch.
+    # 1.8x faster training on the edge preset, but worse there on Cityscapes
+    # (val loss and val_all AP), so off by default: docs/RESULTS.md.
+    freeze_backbone: str = "none"
+    backbone_norm: str = "train"
     mixed_precision: bool = False
     strategy: str = "default"  # default | mirrored | multi_worker (TF_CONFIG)
     seed: int = 0

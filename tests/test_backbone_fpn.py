@@ -171,3 +171,23 @@ def test_fpn_config_and_keras_roundtrip(tmp_path):
     for name in ("P2", "P3", "P4", "P5", "P6"):
         np.testing.assert_allclose(ops.convert_to_numpy(got[name]), ops.convert_to_numpy(expected[name]),
                                    rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "tiny"])
+def test_freeze_up_to_c2_and_frozen_norm(name):
+    from keras_solo.model.backbone import freeze_backbone
+
+    backbone = build_backbone(name, input_shape=(64, 128, 3))
+    before = len(backbone.trainable_weights)
+    upstream = {id(layer) for layer in keras.Model(backbone.inputs, backbone.output["C2"]).layers if layer.weights}
+    count = freeze_backbone(backbone, "C2", frozen_norm=True)
+    assert count > 0 and len(backbone.trainable_weights) < before
+    for layer in backbone.layers:
+        if id(layer) in upstream or isinstance(layer, keras.layers.BatchNormalization):
+            assert not layer.trainable, layer.name
+    # the rest still trains; "none" without norm freezing changes nothing
+    assert backbone.trainable_weights
+    fresh = build_backbone(name, input_shape=(64, 128, 3))
+    assert freeze_backbone(fresh, "none", frozen_norm=False) == 0
+    with pytest.raises(SoloError, match="freeze up_to 'P3'"):
+        freeze_backbone(fresh, "P3")

@@ -115,3 +115,13 @@ def test_attention_normalize_choices():
         load_config(None, ["model.attention_normalize=layer"])
     with pytest.raises(SoloError, match="model.attention_normalize: expected a string, got True"):
         load_config(None, ["model.attention_normalize=true"])
+
+
+def test_backbone_freezing_is_off_by_default_and_auto_follows_the_weights():
+    from keras_solo.builders import training_freeze
+
+    assert training_freeze(load_config(None)) == ("none", False)
+    auto = ["train.freeze_backbone=auto", "train.backbone_norm=auto"]
+    assert training_freeze(load_config(None, auto + ["model.backbone_weights=imagenet"])) == ("C2", True)
+    assert training_freeze(load_config(None, auto + ["model.backbone_weights=none"])) == ("none", False)
+    assert training_freeze(load_config(None, ["train.freeze_backbone=C3"])) == ("C3", False)
