@@ -88,7 +88,7 @@ def load_example(
     image, masks, scale = transforms.letterbox(image, masks, image_size, jitter, offset)
     if training:
         # Flip and colour act on the image's part of the canvas, after the
-        # resize: the same augmentations as on the original, at a tenth of
+        # resize: the same augmentations as on the original, at a sixth of
         # the pixels (a flip of the crop is the crop of the flip at the
         # mirrored offset, which is as likely).
         keep_w, keep_h = transforms.letterbox_window((orig_h, orig_w), image_size, scale, offset)[2]
