@@ -150,3 +150,22 @@ def build_loader(config, coco, *, training, steps=None):
     return SoloPyDataset(coco, batch_size=config.train.batch_size, training=training, steps=steps,
                          workers=workers, use_multiprocessing=False, **kwargs)
 
+
+def build_input(config, coco, *, training, steps=None):
+    """The input `train` uses on the current Keras backend: `(data, pass_counter)`.
+
+    TensorFlow: the ``tf.data`` pipeline (repeating when training) and its
+    pass counter variable; other backends: the TensorFlow-free
+    `SoloPyDataset`, which is its own pass counter. Either counter has
+    ``assign(epoch)`` (`train.ResumableBackup` sets it on resume).
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        loader = build_loader(config, coco, training=training, steps=steps)
+        return loader, loader
+    from keras_solo.data.pipeline import new_epoch_variable
+
+    counter = new_epoch_variable()
+    return build_dataset(config, coco, training=training, repeat=training, epoch_variable=counter), counter
+

@@ -118,10 +118,12 @@ def cmd_ablation(args):
 
 def cmd_export(args):
     _quiet_tf()
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    import keras  # its backend: KERAS_BACKEND or ~/.keras/keras.json
+
+    backend = keras.backend.backend()
     if backend != "tensorflow":
-        raise SoloError(f"export converts with TensorFlow and needs Keras' TensorFlow backend (KERAS_BACKEND is "
-                        f"{backend!r}); run it without KERAS_BACKEND: a .keras file trained on any backend loads there")
+        raise SoloError(f"export converts with TensorFlow and needs Keras' TensorFlow backend (this one is "
+                        f"{backend!r}); run it with KERAS_BACKEND=tensorflow: a .keras file trained on any backend loads there")
     from keras_solo.export import export_command
 
     export_command(args)

@@ -168,11 +168,9 @@ def run_inference(model, coco_dataset, *, limit=0, batch_size=1, progress=True, 
 
             dataset = build_dataset(coco_dataset, shuffle=False, check_images=True, **options).take(batches)
         else:  # no TensorFlow needed
-            from keras_solo.data.coco import check_image_files
             from keras_solo.data.loader import SoloPyDataset
 
-            check_image_files(coco_dataset)
-            loader = SoloPyDataset(coco_dataset, **options)
+            loader = SoloPyDataset(coco_dataset, check_images=True, **options)
             dataset = (loader[index] for index in range(batches))
 
     network, decode = inference_functions(model)

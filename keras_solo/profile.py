@@ -97,10 +97,7 @@ def train_throughput(config, steps=10, warmup=3):
     from keras_solo.train import build_optimizer
 
     coco = builders.load_split(config, "train")
-    if keras.backend.backend() == "tensorflow":
-        ds = builders.build_dataset(config, coco, training=True, repeat=True)
-    else:  # the input `train` uses there (no TensorFlow)
-        ds = builders.build_loader(config, coco, training=True, steps=warmup + steps)
+    ds, _ = builders.build_input(config, coco, training=True, steps=warmup + steps)
     model = builders.build_model(config)
     builders.freeze_for_training(model, config)
     model.compile(optimizer=build_optimizer(config.train, 100))

@@ -433,18 +433,8 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
     from keras_solo.data.examples import call_with_data_errors, steps_per_epoch
 
     steps = config.train.steps_per_epoch or max(1, steps_per_epoch(train_coco, config.train.batch_size))
-    if on_tf:
-        from keras_solo.data.pipeline import new_epoch_variable
-
-        data_epoch = new_epoch_variable()
-        train_ds = builders.build_dataset(config, train_coco, training=True, repeat=True, epoch_variable=data_epoch)
-        val_ds = builders.build_dataset(config, val_coco, training=False) if val_coco else None
-    else:
-        from keras_solo.data.coco import check_image_files
-
-        check_image_files(train_coco)
-        train_ds = data_epoch = builders.build_loader(config, train_coco, training=True, steps=steps)
-        val_ds = builders.build_loader(config, val_coco, training=False) if val_coco else None
+    train_ds, data_epoch = builders.build_input(config, train_coco, training=True, steps=steps)
+    val_ds = builders.build_input(config, val_coco, training=False)[0] if val_coco else None
     if chief:
         # Only now, with the config and the data checked, may --overwrite delete an earlier run.
         prepare_run_dir(out_dir, overwrite=overwrite, resume=resume, config=config)

@@ -20,6 +20,7 @@ import math
 import keras
 import numpy as np
 
+from keras_solo.data.coco import check_image_files
 from keras_solo.data.examples import check_args, load_example, warn_if_truncated
 
 
@@ -33,6 +34,8 @@ class SoloPyDataset(keras.utils.PyDataset):
         steps: batches per epoch when training. Defaults to None (one
             pass, rounded down).
         epoch: the epoch to start at (a resumed run). Defaults to 0.
+        check_images: check every image file up front, as
+            `pipeline.build_dataset` does. Defaults to None (= ``training``).
         workers, use_multiprocessing, max_queue_size: as `keras.utils.PyDataset`.
         **options: the `load_example` options (`image_size`,
             `max_instances`, `mask_stride`, `flip`, `scale_jitter`,
@@ -40,12 +43,14 @@ class SoloPyDataset(keras.utils.PyDataset):
             `pipeline.build_dataset` does).
     """
 
-    def __init__(self, dataset, *, batch_size, training, steps=None, epoch=0, workers=1,
+    def __init__(self, dataset, *, batch_size, training, steps=None, epoch=0, check_images=None, workers=1,
                  use_multiprocessing=False, max_queue_size=8, size_divisor=32, **options):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         width, height = check_args(dataset, options.get("image_size", (640, 640)), size_divisor,
                                    options.get("max_instances", 64), options.get("mask_stride", 4), batch_size,
                                    options.get("scale_jitter", (0.8, 1.2)), options.get("seed", 0))
+        if training if check_images is None else check_images:
+            check_image_files(dataset)
         warn_if_truncated(dataset, options.get("max_instances", 64))
         self.dataset, self.batch_size, self.training = dataset, int(batch_size), bool(training)
         self.options = dict(options, image_size=(width, height), training=self.training)
