@@ -14,18 +14,12 @@ x, y = next(iter(ds))
 mode = sys.argv[1]
 model = builders.build_model(cfg)
 model(x)
-bb = model.backbone
+# upto03 = stem + blocks 0-2 = every layer C2 depends on; upto05 = C3 (the same layer sets as name matching)
+from keras_solo.model.backbone import freeze_backbone
 if mode == "all":
-    bb.trainable = False
-elif mode.startswith("upto"):
-    stop = int(mode[4:6])  # freeze stem + blocks < stop
-    for l in bb.layers:
-        n = l.name
-        if n.startswith("stem") or (n.startswith("block") and int(n[5:].split("_")[0]) < stop):
-            l.trainable = False
-if "bn" in mode:
-    for l in bb.layers:
-        if isinstance(l, keras.layers.BatchNormalization): l.trainable = False
+    model.backbone.trainable = False
+elif mode != "none":
+    freeze_backbone(model.backbone, {"03": "C2", "05": "C3"}.get(mode[4:6], "none"), frozen_norm="bn" in mode)
 print(mode, "trainable vars", len(model.trainable_variables))
 @tf.function(jit_compile=os.environ.get("XLA") == "1")
 def grads(x, y):

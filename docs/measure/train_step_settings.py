@@ -1,4 +1,4 @@
-"""Training step time on one fixed batch of the edge preset (no input pipeline): python docs/measure/train_step_settings.py none|frozen; env BF16=1 (mixed_bfloat16), STOP=k (freeze blocks < k), SPE=n (steps_per_execution), PIPE=1 (real pipeline)."""
+"""Training step time on one fixed batch of the edge preset (no input pipeline): python docs/measure/train_step_settings.py none|frozen; env BF16=1 (mixed_bfloat16), STOP=3|5 (fixed up to C2|C3), SPE=n (steps_per_execution), PIPE=1 (real pipeline)."""
 import os, sys, time
 import numpy as np
 import tensorflow as tf
@@ -16,12 +16,9 @@ x, y = next(iter(ds))
 mode = sys.argv[1]
 model = builders.build_model(cfg)
 model(x)
-stop = int(os.environ.get("STOP", "3"))
-if mode == "frozen":
-    for l in model.backbone.layers:
-        n = l.name
-        if isinstance(l, keras.layers.BatchNormalization) or n.startswith("stem") or (n.startswith("block") and int(n[5:].split("_")[0]) < stop):
-            l.trainable = False
+if mode == "frozen":  # STOP=3: stem + blocks 0-2 (C2), STOP=5: up to C3; BatchNorm frozen
+    from keras_solo.model.backbone import freeze_backbone
+    freeze_backbone(model.backbone, {"3": "C2", "5": "C3"}[os.environ.get("STOP", "3")], frozen_norm=True)
 print(mode, "trainable vars", len(model.trainable_variables))
 model.compile(optimizer=build_optimizer(cfg.train, 100), steps_per_execution=int(os.environ.get("SPE", "1")))
 fixed = tf.data.Dataset.from_tensors((x, y)).repeat()
