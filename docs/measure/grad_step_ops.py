@@ -13,11 +13,8 @@ ds = builders.build_dataset(cfg, coco, training=True, repeat=True)
 x, y = next(iter(ds))
 model = builders.build_model(cfg)
 model(x)
-bb = model.backbone
-for l in bb.layers:
-    n = l.name
-    if isinstance(l, keras.layers.BatchNormalization) or n.startswith("stem") or (n.startswith("block") and int(n[5:].split("_")[0]) < 3):
-        l.trainable = False
+from keras_solo.model.backbone import freeze_backbone
+freeze_backbone(model.backbone, "C2", frozen_norm=True)  # stem + blocks 0-2 fixed, BatchNorm frozen
 @tf.function
 def grads(x, y):
     with tf.GradientTape() as tape:
