@@ -4,7 +4,7 @@
     python export/build_tensorrt.py MODEL.onnx [--precision fp16|int8] [--out MODEL_fp16.engine]
         [--calib-dir DIR] [--calib-images N] [--workspace-gb G] [--overwrite]
 
-The ONNX graph (keras_solo/export.py) is TensorRT-buildable by design: the
+The ONNX graph (keras_solo/export/) is TensorRT-buildable by design: the
 per-cell masks are a MatMul of the mask features with the gathered kernel
 columns, not a convolution whose weights are computed at run time (which
 TensorRT rejects: onnx-tensorrt #609, the reason mmdeploy lists SOLO /
@@ -44,39 +44,22 @@ NO_TENSORRT = ("TensorRT is not available here: no `tensorrt` Python package and
                "(an NVIDIA GPU with TensorRT >= 8.6 is needed); the engine was not built")
 
 
-def _detections():
-    try:
-        from keras_solo import detections
-    except ImportError:
-        import importlib.util
-
-        here = os.path.dirname(os.path.abspath(__file__))
-        for path in (os.path.join(here, "detections.py"), os.path.join(here, os.pardir, "keras_solo", "detections.py")):
-            if os.path.exists(path):
-                spec = importlib.util.spec_from_file_location("detections", path)
-                detections = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(detections)
-                break
-        else:
-            raise BuildError("keras_solo.detections not found (needed to letterbox calibration images)") from None
-    return detections
-
-
 def calibration_batches(calib_dir, input_shape, count):
     """Letterboxed float32 (1, H, W, 3) batches from the images of a folder."""
-    import cv2
+    from keras_solo.errors import SoloError
+    from keras_solo.runtime.image import IMAGE_EXTENSIONS, letterbox_image, read_image
 
-    det = _detections()
     paths = sorted(p for p in glob.glob(os.path.join(calib_dir, "**", "*"), recursive=True)
-                   if p.lower().endswith(det.IMAGE_EXTENSIONS))[:count]
+                   if p.lower().endswith(IMAGE_EXTENSIONS))[:count]
     if not paths:
         raise BuildError(f"{calib_dir}: no calibration images found")
     _, height, width, _ = input_shape
     for path in paths:
-        image = det.read_rgb_or_none(path)
-        if image is None:
-            raise BuildError(f"{path}: cannot read image")
-        canvas, _ = det.letterbox_image(image, (width, height))
+        try:
+            image = read_image(path)
+        except SoloError as e:
+            raise BuildError(str(e)) from None
+        canvas, _ = letterbox_image(image, (width, height))
         yield canvas[None].astype(np.float32)
 
 

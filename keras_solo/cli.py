@@ -11,6 +11,11 @@ import os
 import sys
 
 from keras_solo.errors import SoloError, check_output
+from keras_solo.runtime.formats import FORMATS, QUANTS
+
+
+# What `pip install keras-solo[train]` adds to the runtime's numpy + cv2.
+TRAINING_MODULES = ("tensorflow", "keras", "yaml", "pycocotools", "tqdm", "matplotlib", "tensorboard")
 
 
 def _size(text):
@@ -50,7 +55,8 @@ def cmd_convert_cityscapes(args):
     from keras_solo.data.convert import convert_cityscapes
 
     check_output(args.out, folder=False)
-    stats = convert_cityscapes(args.root, args.split, args.out, classes=args.classes, overwrite=args.overwrite)
+    classes = {"classes": args.classes} if args.classes else {}  # default: the paper's 5 (config.PAPER_CLASSES)
+    stats = convert_cityscapes(args.root, args.split, args.out, overwrite=args.overwrite, **classes)
     print(f"wrote {args.out}: {stats}")
 
 
@@ -154,6 +160,8 @@ def _version():
 
 
 def build_parser():
+    from keras_solo.runtime.cli import add_timing_arguments
+
     parser = argparse.ArgumentParser(
         prog="keras-solo",
         description="SOLO instance segmentation with grid attention (Keras 3 / TensorFlow).")
@@ -179,7 +187,7 @@ def build_parser():
     p.add_argument("--root", required=True, help="Cityscapes root (holds gtFine/ and leftImg8bit/)")
     p.add_argument("--split", default="val", help="Cityscapes split: train | val | test")
     p.add_argument("--out", required=True, help="output JSON file")
-    p.add_argument("--classes", type=_classes, default=("person", "rider", "car", "truck", "bus"),
+    p.add_argument("--classes", type=_classes, default=None,
                    help="classes to keep, in label order (default: the paper's 5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
@@ -212,7 +220,7 @@ def build_parser():
                    help="replace a finished run in --out, or restart an unfinished one (without it an unfinished run resumes)")
 
     p = add("evaluate", cmd_evaluate, "COCO mask AP of a model on a COCO JSON")
-    p.add_argument("--model", required=True, help=".keras model")
+    p.add_argument("--model", required=True, help=".keras model, or an export (.tflite / .onnx)")
     p.add_argument("--data", required=True, help="COCO instances JSON")
     p.add_argument("--images", default=None, help="image root (default: the JSON's folder)")
     p.add_argument("--out", default=None, help="folder for metrics.json and detections (default: beside the model)")
@@ -222,11 +230,12 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true", help="replace metrics.json / detections.json in --out")
 
     p = add("predict", cmd_predict, "detections + overlays for an image, a folder or a video")
-    p.add_argument("--model", required=True, help=".keras model")
+    p.add_argument("--model", required=True, help=".keras model, or an export (.tflite / .onnx)")
     p.add_argument("--source", required=True, help="image, folder of images, or video")
     p.add_argument("--out", default=None, help="output folder (default: a new runs/predict/N)")
     p.add_argument("--limit", type=int, default=0, help="only the first N images / frames")
-    p.add_argument("--score", type=float, default=0.3, help="draw detections above this score")
+    p.add_argument("--score", type=float, default=0.3, help="keep (draw and record) detections above this score")
+    p.add_argument("--threads", type=int, default=None, help="exports: CPU threads (default: the sidecar's, else 2)")
     p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
 
     p = add("ablation", cmd_ablation, "the paper's ablation: no coords / SOLO / SOLO + attention")
@@ -244,8 +253,8 @@ def build_parser():
 
     p = add("export", cmd_export, "export to TFLite / ONNX / SavedModel with top-K outputs")
     p.add_argument("--model", required=True, help=".keras model")
-    p.add_argument("--format", required=True, choices=("tflite", "onnx", "saved_model"), help="output format")
-    p.add_argument("--quant", default=None, choices=("fp32", "fp16", "int8-dynamic", "int8"),
+    p.add_argument("--format", required=True, choices=tuple(FORMATS), help="output format")
+    p.add_argument("--quant", default=None, choices=QUANTS,
                    help="tflite precision (default: export.quant of the run's config.yaml, else fp32)")
     p.add_argument("--imgsz", type=_size, default=None, help="input WxH (default: the model's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -276,21 +285,13 @@ def build_parser():
     p.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", default=None, help="also write the report here")
 
-    p = add("benchmark", cmd_benchmark, "latency of an exported model with the TF-free runner")
+    p = add("benchmark", cmd_benchmark, "latency of a model in any format (exports on the TF-free runtime)")
     p.add_argument("model", help=".tflite or .onnx file (or .keras: the same graph in TensorFlow)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads of the runtime")
-    p.add_argument("--warmup", type=int, default=5, help="untimed calls first")
-    p.add_argument("--runs", type=int, default=50, help="timed calls (per model and round with --compare)")
-    p.add_argument("--source", default=None, help="image to time on (default: a fixed random image)")
-    p.add_argument("--score", type=float, default=0.3, help="decode detections above this score (as predict)")
+    add_timing_arguments(p, threads=2)
     p.add_argument("--data", default=None, help="COCO JSON: also report mask AP of this format on it")
     p.add_argument("--images", default=None, help="image root of --data (default: the JSON's folder)")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N images of --data")
     p.add_argument("--top-k", type=int, default=None, help=".keras only: candidate budget (default: as export)")
-    p.add_argument("--compare", nargs="+", default=None, metavar="PEER.onnx",
-                   help="side by side: interleave rounds of this model's whole call with these ONNX peers "
-                        "(network only) and print the ratio per round")
-    p.add_argument("--rounds", type=int, default=3, help="with --compare: number of interleaved rounds")
     p.add_argument("--profile", action="store_true",
                    help=".tflite: per-block time (backbone, FPN, heads, decoding ...) by timing graph prefixes")
     p.add_argument("--profile-threads", type=int, default=1,
@@ -307,7 +308,14 @@ def main(argv=None):
         parser.print_help()
         return 2
     try:
-        args.func(args)
+        try:
+            args.func(args)
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] not in TRAINING_MODULES:
+                raise
+            raise SoloError(f"keras-solo {args.command} needs the training install, which lacks {e.name}: "
+                            "pip install 'keras-solo[train]' (exported models run without it: "
+                            "keras-solo-runtime)") from None
     except SoloError as e:
         if args.debug:
             raise

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from keras_solo.errors import SoloError, atomic_write
+from keras_solo.runtime.formats import QUANTS
 
 PAPER_CLASSES = ("person", "rider", "car", "truck", "bus")
 BACKBONES = ("resnet50", "mobilenetv3", "efficientnet_lite0", "tiny")
@@ -252,14 +253,13 @@ class ExportConfig:
     """Edge export: fixed-size top-K outputs."""
 
     top_k: int = 100
-    quant: str = "fp32"  # fp32 | fp16 | int8-dynamic | int8
+    quant: str = "fp32"  # one of runtime.formats.QUANTS (the TFLite ones)
     calib_images: int = 100
     threads: int = 2
 
     def __post_init__(self):
         _check(self.top_k >= 1, "export.top_k", "must be >= 1")
-        _check(self.quant in ("fp32", "fp16", "int8-dynamic", "int8"), "export.quant",
-               "must be fp32, fp16, int8-dynamic or int8")
+        _check(self.quant in QUANTS, "export.quant", f"must be one of {', '.join(QUANTS)}")
         _check(self.calib_images >= 1, "export.calib_images", "must be >= 1")
         _check(self.threads >= 1, "export.threads", "must be >= 1")
 

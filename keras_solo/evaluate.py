@@ -4,19 +4,24 @@
 detections are RLE-encoded in COCO results format, then `COCOeval` computes
 segm AP, AP50, AP75, APs, APm, APl, box AP from the masks' boxes, and a
 per-class AP table from the precision array.
+
+Every format is evaluated through the runtime's one dataset loop
+(`keras_solo.runtime.bench.inference_on_dataset`): a `.keras` model as a
+`KerasEngine`, an export through its `.tflite` / `.onnx` engine.
 """
 
 import contextlib
 import io
 import json
 import os
-import time
-import warnings
 
 import numpy as np
 
-from keras_solo import detections as det
 from keras_solo.errors import SoloError, check_output, write_json
+from keras_solo.runtime.bench import inference_on_dataset
+from keras_solo.runtime.detections import coco_results
+from keras_solo.runtime.engine import Engine, open_engine
+from keras_solo.runtime.formats import format_of
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -41,7 +46,7 @@ class COCOEvaluator:
     def process(self, image_id, detections):
         """Adds one image's detections (dict from `detections.to_original`)."""
         self.seen.add(int(image_id))
-        self.results.extend(det.coco_results(image_id, detections, self.dataset.cat_ids))
+        self.results.extend(coco_results(image_id, detections, self.dataset.cat_ids))
 
     def _ground_truth(self):
         from pycocotools.coco import COCO
@@ -140,93 +145,75 @@ def inference_functions(model):
     return (lambda x: model(x, training=False)), model.decode
 
 
-def run_inference(model, coco_dataset, *, limit=0, batch_size=1, progress=True, on_image=None):
-    """Runs the model over a dataset and yields per-image detections.
+class KerasEngine(Engine):
+    """A loaded `SOLO` behind the runtime's `Engine` (letterbox -> network -> undo the letterbox).
 
     Args:
         model: a built `SOLO`.
-        coco_dataset: `CocoDataset`.
-        limit: only the first N images (0 = all).
-        on_image: callback(record_image_id, detections, timing) per image.
-
-    Returns:
-        dict of timing totals: network_s, decode_s, post_s, images.
+        network: function (1, H, W, 3) float32 -> dict scores / labels / masks
+            / valid; default the model's forward pass and `decode`, compiled
+            for the Keras backend (`inference_functions`).
+        path: the model file, for reports. threads: for reports.
+        meta: what a report shows of it (quant, top_k ...).
     """
-    import keras
-    from tqdm import tqdm
 
-    width, height = model.input_size
-    total = len(coco_dataset.records)
-    if limit:
-        total = min(total, limit)
-    batches = (total + batch_size - 1) // batch_size
-    options = dict(image_size=(width, height), max_instances=1, mask_stride=8, batch_size=batch_size, training=False)
-    with warnings.catch_warnings():  # instance slots are unused here: only images and image_info
-        warnings.simplefilter("ignore")
-        if keras.backend.backend() == "tensorflow":
-            from keras_solo.data.pipeline import build_dataset
+    format = "keras"
 
-            dataset = build_dataset(coco_dataset, shuffle=False, check_images=True, **options).take(batches)
-        else:  # no TensorFlow needed
-            from keras_solo.data.loader import SoloPyDataset
+    def __init__(self, model, *, network=None, path="", threads=None, meta=None):
+        super().__init__(path, input_size=model.input_size, class_names=model.class_names,
+                         mask_thr=model.mask_thr, threads=threads or 0, meta={"quant": "fp32", **(meta or {})})
+        self.model = model
+        if network is None:
+            forward, decode = inference_functions(model)
 
-            loader = SoloPyDataset(coco_dataset, check_images=True, **options)
-            dataset = (loader[index] for index in range(batches))
+            def network(batch):
+                return decode(forward(batch))
 
-    network, decode = inference_functions(model)
-    timing = {"network_s": 0.0, "decode_s": 0.0, "post_s": 0.0, "images": 0}
-    bar = tqdm(total=total, desc="evaluate", unit="img", disable=not progress)
-    for images, targets in dataset:
-        t0 = time.perf_counter()
-        outputs = network(np.asarray(images))
-        _ = [np.asarray(v) for v in outputs.values()][0]
-        t1 = time.perf_counter()
-        decoded = {k: np.asarray(v) for k, v in decode(outputs).items()}
-        t2 = time.perf_counter()
-        info = np.asarray(targets["image_info"])
-        for b in range(images.shape[0]):
-            if timing["images"] >= total:
-                break
-            orig_h, orig_w, scale, float_id = info[b]
-            # The unshuffled pipeline yields the records in order; the exact id
-            # comes from the record (float32 image_info rounds ids >= 2^24).
-            image_id = coco_dataset.records[timing["images"]].image_id
-            if abs(float(float_id) - image_id) > max(1.0, 1e-6 * abs(image_id)):
-                raise RuntimeError(f"evaluation out of order: image {image_id} expected, "
-                                   f"the pipeline gave {float_id:.0f}")
-            one = {k: v[b] for k, v in decoded.items()}
-            found = det.to_original(one, input_size=(height, width), orig_size=(orig_h, orig_w),
-                                    scale=float(scale), mask_thr=model.mask_thr)
-            if on_image is not None:
-                on_image(int(image_id), found)
-            timing["images"] += 1
-            bar.update(1)
-        timing["network_s"] += t1 - t0
-        timing["decode_s"] += t2 - t1
-        timing["post_s"] += time.perf_counter() - t2
-    bar.close()
-    return timing
+        self._network = network
+
+    def network(self, batch):
+        return {k: np.asarray(v) for k, v in self._network(batch).items()}
+
+
+def load_engine(path, *, threads=None, overrides=()):
+    """The engine of a `.keras` model (with `--set eval.*` overrides) or of an exported `.tflite` / `.onnx`."""
+    if format_of(path) is not None:
+        if overrides:
+            raise SoloError(f"{path}: --set applies to .keras models; an export has its thresholds in the graph "
+                            "(export again with --set)")
+        return open_engine(path, threads)
+    from keras_solo.model.solo import load_model
+
+    model = load_model(path)
+    apply_eval_overrides(model, overrides)
+    return KerasEngine(model, path=path, threads=threads)
+
+
+def evaluate_engine(engine, coco_dataset, *, limit=0, progress=True):
+    """COCO metrics of an engine (any format) on a dataset; returns (metrics, results).
+
+    Raises:
+        SoloError: the dataset's classes differ from the model's, or a bad
+            image file (one line naming it).
+    """
+    if engine.class_names and tuple(engine.class_names) != tuple(coco_dataset.class_names):
+        raise SoloError(f"{coco_dataset.json_path}: classes {list(coco_dataset.class_names)} differ from the "
+                        f"model's {list(engine.class_names)}")
+    from keras_solo.data.coco import check_image_files
+
+    check_image_files(coco_dataset)  # every image readable before the first one is run
+    evaluator = COCOEvaluator(coco_dataset)
+    records = coco_dataset.records[:limit] if limit else coco_dataset.records
+    seconds = inference_on_dataset(engine, [(r.image_id, r.path) for r in records], evaluator.process,
+                                   progress=progress)
+    metrics = evaluator.evaluate()
+    metrics["ms_per_image"] = {k: round(1000 * seconds[k], 2) for k in ("preprocess", "network", "decode")}
+    return metrics, evaluator.results
 
 
 def evaluate_model(model, coco_dataset, *, limit=0, progress=True):
-    """COCO metrics of a model on a dataset; returns (metrics, results).
-
-    Raises:
-        SoloError: a bad image file (one line naming it).
-    """
-    from keras_solo.data.examples import call_with_data_errors
-
-    evaluator = COCOEvaluator(coco_dataset)
-    timing = call_with_data_errors(run_inference, model, coco_dataset, limit=limit, progress=progress,
-                                   on_image=evaluator.process)
-    metrics = evaluator.evaluate()
-    n = max(1, timing["images"])
-    metrics["timing_ms_per_image"] = {
-        "network": round(1000 * timing["network_s"] / n, 2),
-        "decode": round(1000 * timing["decode_s"] / n, 2),
-        "undo_letterbox": round(1000 * timing["post_s"] / n, 2),
-    }
-    return metrics, evaluator.results
+    """COCO metrics of a built `SOLO` on a dataset; returns (metrics, results)."""
+    return evaluate_engine(KerasEngine(model), coco_dataset, limit=limit, progress=progress)
 
 
 def apply_eval_overrides(model, overrides):
@@ -263,17 +250,16 @@ def evaluate_command(args):
             raise SoloError(f"{out}: already holds {' and '.join(held)}; use --overwrite or another --out")
 
     from keras_solo.data.coco import load_coco
-    from keras_solo.model.solo import load_model
 
-    model = load_model(args.model)
-    apply_eval_overrides(model, getattr(args, "set", ()))
-    coco = load_coco(args.data, args.images, class_names=model.class_names)
+    engine = load_engine(args.model, overrides=getattr(args, "set", ()))
+    coco = load_coco(args.data, args.images, class_names=engine.class_names or None)
     os.makedirs(out, exist_ok=True)
-    metrics, results = evaluate_model(model, coco, limit=args.limit)
+    metrics, results = evaluate_engine(engine, coco, limit=args.limit)
     metrics.update({"model": os.path.abspath(args.model), "data": os.path.abspath(args.data)})
     write_json(os.path.join(out, "detections.json"), results, what="detections", indent=None)
     write_json(metrics_path, metrics, what="metrics")
     print(format_metrics(metrics))
-    t = metrics["timing_ms_per_image"]
-    print(f"\nms/image: network {t['network']}, decode {t['decode']}, undo letterbox {t['undo_letterbox']}")
+    t = metrics["ms_per_image"]
+    print(f"\nms/image: letterbox {t['preprocess']}, network (incl. Matrix NMS) {t['network']}, "
+          f"undo letterbox {t['decode']}")
     print(f"wrote {metrics_path} and detections.json")

@@ -14,7 +14,7 @@ mmdet's ``SOLOHead`` defaults:
 5. :func:`matrix_nms`: decay scores of overlapping same-class masks.
 6. :func:`decode` runs 4-5, drops scores ``< update_thr`` and keeps the
    top ``max_per_img``.
-7. Outside the graph, ``keras_solo.detections.masks_to_original`` (numpy +
+7. Outside the graph, ``keras_solo.runtime.detections.masks_to_original`` (numpy +
    cv2) undoes the letterbox and thresholds at the original image size.
 
 Steps 1-6 use ``keras.ops`` only and static shapes: every result is a

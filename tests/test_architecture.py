@@ -1,6 +1,6 @@
 """The one-way data flow of docs/DESIGN.md, held in place with `ast`.
 
-config -> data -> model parts -> targets/losses/postprocess -> SOLO model
+runtime -> config -> data -> model parts -> targets/losses/postprocess -> SOLO model
 -> train/evaluate/predict -> ablation/export -> cli. A module may import
 modules of its own rank or lower, never higher (lazy imports included).
 """
@@ -15,12 +15,13 @@ PACKAGE = os.path.join(ROOT, "keras_solo")
 
 RANKS = [
     ("keras_solo.errors",),
+    ("keras_solo.runtime",),
     ("keras_solo.config",),
     ("keras_solo.data",),
     ("keras_solo.model.layers", "keras_solo.model.pth"),
     ("keras_solo.model.backbone", "keras_solo.model.efficientnet_lite", "keras_solo.model.fpn",
      "keras_solo.model.heads", "keras_solo.model.attention", "keras_solo.model"),
-    ("keras_solo.targets", "keras_solo.losses", "keras_solo.postprocess", "keras_solo.detections"),
+    ("keras_solo.targets", "keras_solo.losses", "keras_solo.postprocess"),
     ("keras_solo.model.solo",),
     ("keras_solo.builders", "keras_solo.train", "keras_solo.evaluate", "keras_solo.predict",
      "keras_solo.profile"),
@@ -80,14 +81,39 @@ def test_imports_only_from_the_left(module, path):
             assert other <= own, f"{module} (rank {own}) imports {target} (rank {other})"
 
 
-def test_data_and_detections_do_not_need_tensorflow():
-    """coco/transforms/examples/synthetic/convert/inspect and detections are
-    numpy/cv2 only; of the two batching adapters, pipeline (tf.data) may
-    import TensorFlow and loader (keras.utils.PyDataset) Keras only."""
+def test_data_does_not_need_tensorflow():
+    """coco/transforms/examples/synthetic/convert/inspect are numpy/cv2 only;
+    of the two batching adapters, pipeline (tf.data) may import TensorFlow
+    and loader (keras.utils.PyDataset) Keras only."""
     for module, path in ALL:
         text = open(path, encoding="utf-8").read()
         if module == "keras_solo.data.loader":
             assert "import tensorflow" not in text, module
-        elif module.startswith("keras_solo.data.") and not module.endswith("pipeline") or \
-                module == "keras_solo.detections":
+        elif module.startswith("keras_solo.data.") and not module.endswith("pipeline"):
             assert "import tensorflow" not in text and "import keras" not in text, module
+
+
+RUNTIME_FILES = ("keras_solo/__init__.py", "keras_solo/errors.py", "keras_solo/runtime/")
+THIRD_PARTY_OF_RUNTIME = {"numpy", "cv2", "ai_edge_litert", "onnxruntime", "tqdm"}
+
+
+def test_the_runtime_needs_only_its_own_files():
+    """keras_solo.runtime (what a device installs) imports of keras_solo only
+    itself and keras_solo.errors, and of other packages only numpy, cv2, the
+    model runtimes and (optional) tqdm: tests/test_device_runtime.py copies
+    RUNTIME_FILES alone and runs them."""
+    import sys
+
+    stdlib = set(sys.stdlib_module_names)
+    for module, path in ALL:
+        if not (module == "keras_solo.runtime" or module.startswith("keras_solo.runtime.")):
+            continue
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top == "keras_solo":
+                    assert name == "keras_solo.errors" or name.startswith("keras_solo.runtime"), (module, name)
+                else:
+                    assert top in stdlib or top in THIRD_PARTY_OF_RUNTIME, (module, name)

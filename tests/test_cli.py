@@ -80,12 +80,7 @@ def _missing_help(parser):
 
 
 def test_every_option_has_help_text():
-    import importlib.util
-    import os
+    from keras_solo.runtime.cli import build_parser as runtime_parser
 
     assert _missing_help(build_parser()) == []
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "export", "litert_runner.py")
-    spec = importlib.util.spec_from_file_location("runner_for_help", path)
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
-    assert _missing_help(runner.build_parser()) == []
+    assert _missing_help(runtime_parser()) == []

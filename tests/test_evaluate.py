@@ -1,4 +1,5 @@
-"""Evaluation bookkeeping: results keep the dataset's exact image ids."""
+"""Evaluation bookkeeping: results keep the dataset's exact image ids; every
+format goes through the one dataset loop."""
 
 import json
 
@@ -7,9 +8,10 @@ from helpers import tiny_config, write_tiny_coco
 
 from keras_solo import builders
 from keras_solo.data.coco import load_coco
-from keras_solo.evaluate import run_inference
+from keras_solo.evaluate import KerasEngine, evaluate_model
+from keras_solo.runtime.bench import inference_on_dataset
 
-# float32 (the pipeline's image_info) holds integers exactly only below 2^24
+# float32 (the training pipeline's image_info) holds integers exactly only below 2^24
 LARGE_IDS = [2**24 + 1, 2**31 - 3, 7]
 
 
@@ -29,7 +31,10 @@ def test_large_image_ids_reach_the_results_exactly(tmp_path):
     model = builders.build_model(tiny_config(None, f"model.num_classes={len(coco.class_names)}",
                                              f"model.class_names=[{','.join(coco.class_names)}]"))
     seen = []
-    timing = run_inference(model, coco, batch_size=2, progress=False,
-                           on_image=lambda image_id, found: seen.append(image_id))
+    timing = inference_on_dataset(KerasEngine(model), [(r.image_id, r.path) for r in coco.records],
+                                  lambda image_id, found: seen.append(image_id), progress=False)
     assert seen == [record.image_id for record in coco.records]
     assert sorted(seen) == sorted(LARGE_IDS) and timing["images"] == 3
+    metrics, results = evaluate_model(model, coco, progress=False)
+    assert {r["image_id"] for r in results} <= set(LARGE_IDS) and metrics["num_images"] == 3
+    assert set(metrics["ms_per_image"]) == {"preprocess", "network", "decode"}

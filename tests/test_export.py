@@ -100,15 +100,15 @@ def art(tmp_path_factory):
 
 
 def _engine_outputs(path, batch):
-    from keras_solo.benchmark import make_engine
+    from keras_solo.runtime.engine import open_engine
 
-    return make_engine(path, threads=1).network(batch)
+    return open_engine(path, threads=1).network(batch)
 
 
 def _batch(art):
-    from keras_solo import detections
+    from keras_solo.runtime.image import letterbox_image
 
-    canvas, _ = detections.letterbox_image(art["image"], art["model"].input_size)
+    canvas, _ = letterbox_image(art["image"], art["model"].input_size)
     return canvas[None].astype(np.float32)
 
 
@@ -407,12 +407,14 @@ def test_cli_calib_root_resolves_images_kept_elsewhere(art, tmp_path, capsys):
 
 
 def test_evaluate_exported_matches_keras_engine(art):
-    from keras_solo.benchmark import evaluate_exported, keras_engine, make_engine
+    from keras_solo.benchmark import keras_engine
     from keras_solo.data.coco import load_coco
+    from keras_solo.evaluate import evaluate_engine
+    from keras_solo.runtime.engine import open_engine
 
     coco = load_coco(os.path.join(art["data"], "instances_val.json"), class_names=art["model"].class_names)
-    tflite = evaluate_exported(make_engine(exported(art, "tflite"), threads=1), coco, progress=False)
-    keras_metrics = evaluate_exported(keras_engine(art["model_path"], threads=1, top_k=TOP_K), coco, progress=False)
+    tflite, _ = evaluate_engine(open_engine(exported(art, "tflite"), threads=1), coco, progress=False)
+    keras_metrics, _ = evaluate_engine(keras_engine(art["model_path"], threads=1, top_k=TOP_K), coco, progress=False)
     assert tflite["num_images"] == len(coco.records) > 0
     assert tflite["num_detections"] == keras_metrics["num_detections"] > 0
     assert tflite["segm"]["AP"] == pytest.approx(keras_metrics["segm"]["AP"], abs=0.1)
@@ -461,9 +463,9 @@ DEMO = os.path.join(REPO, "runs", "demo", "best.keras")
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(DEMO), reason="runs/demo/best.keras not trained (make demo)")
 def test_demo_int8_masks_match_keras(tmp_path):
-    from keras_solo import detections
-    from keras_solo.data.coco import load_coco, read_image
+    from keras_solo.data.coco import load_coco
     from keras_solo.model.solo import load_model
+    from keras_solo.runtime.image import letterbox_image, read_image
 
     model = load_model(DEMO)
     train = os.path.join(REPO, "data", "synthetic", "instances_train.json")
@@ -474,7 +476,7 @@ def test_demo_int8_masks_match_keras(tmp_path):
                         calibration=lambda: export.calibration_images(coco, model.input_size, 32))
     ious = []
     for record in val.records:
-        canvas, _ = detections.letterbox_image(read_image(record.path), model.input_size)
+        canvas, _ = letterbox_image(read_image(record.path), model.input_size)
         batch = canvas[None].astype(np.float32)
         reference = export.reference_outputs(model, batch, top_k=50)
         keep = reference["scores"] > 0.3  # confident detections

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from keras_solo import detections as det
+from keras_solo.runtime import detections as det
 from keras_solo import postprocess as pp
 
 
@@ -330,29 +330,38 @@ def _jpeg_with_exif_orientation(path, image, orientation):
 
 
 def test_one_exif_policy_train_evaluate_predict_runner(tmp_path):
-    """A JPEG with EXIF orientation 6 reads as its stored pixels everywhere (it used to be rotated by
-    predict and the runner only)."""
-    import importlib.util
-    import os
-
+    """A JPEG with EXIF orientation 6 reads as its stored pixels (it used to be rotated by predict
+    and the runner only). One reader serves the training data, evaluation, predict and the runtime."""
     import cv2
 
-    from keras_solo import predict
-    from keras_solo.data.coco import read_image
+    from keras_solo.data import coco
+    from keras_solo.runtime import bench, image as runtime_image, sources
 
     image = np.zeros((40, 100, 3), np.uint8)
     image[:, :20] = 255  # stored: 40 rows x 100 columns, bright left edge
     path = tmp_path / "rotated.jpg"
     _jpeg_with_exif_orientation(path, image, 6)
     assert cv2.imread(str(path)).shape[:2] == (100, 40)  # what plain cv2.imread does with the tag
-    runner_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "export", "litert_runner.py")
-    spec = importlib.util.spec_from_file_location("runner_for_exif", runner_path)
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
-    for read in (read_image, predict.read_rgb, runner.read_rgb, det.read_rgb_or_none):
-        got = read(str(path))
-        assert got.shape == (40, 100, 3), read
-        assert got[:, :20].mean() > 200 and got[:, 40:].mean() < 50  # not rotated
+    assert coco.read_image is sources.read_image is bench.read_image is runtime_image.read_image
+    got = runtime_image.read_image(str(path))
+    assert got.shape == (40, 100, 3)
+    assert got[:, :20].mean() > 200 and got[:, 40:].mean() < 50  # not rotated
+
+
+def test_rle_encoding_matches_pycocotools():
+    """The numpy COCO RLE string (no pycocotools on a device) == pycocotools' for any mask."""
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(0)
+    shapes = [(1, 1), (1, 7), (9, 1), (3000, 2)] + [tuple(rng.integers(1, 70, 2)) for _ in range(200)]
+    for i, (h, w) in enumerate(shapes):
+        mask = rng.random((h, w)) < rng.random()
+        if i % 3 == 0:  # a blob: long runs (multi-group counts, negative deltas)
+            mask[:] = False
+            mask[rng.integers(0, h):, rng.integers(0, w):] = True
+        want = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        got = det.encode_rle(mask)
+        assert got == {"size": [int(h), int(w)], "counts": want["counts"].decode("ascii")}, (h, w)
 
 
 def test_draw_overlay_blends_inside_the_mask_only():

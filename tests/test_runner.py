@@ -1,6 +1,6 @@
-"""export/litert_runner.py: the TF-free runner (predict, benchmark, errors),
-run in subprocesses that must never import TensorFlow or Keras, and
-`keras-solo benchmark`, which calls it."""
+"""keras_solo.runtime: the TF-free runtime (`keras-solo-runtime predict |
+benchmark`, errors), run in subprocesses that must never import TensorFlow or
+Keras, and `keras-solo benchmark` / `predict`, which use it."""
 
 import json
 import os
@@ -10,32 +10,16 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from test_device_runtime import on_device
 from test_export import exported, tiny_artifacts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUNNER = os.path.join(REPO, "export", "litert_runner.py")
-
-# Runs the runner as __main__ and reports, at exit, every heavy framework it imported.
-_CHECKED = """
-import runpy, sys
-sys.argv = sys.argv[1:]
-code = 0
-try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-except SystemExit as e:
-    code = e.code or 0
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras", "jax", "torch"))
-print("HEAVY_IMPORTS=" + ",".join(heavy))
-sys.exit(code)
-"""
 
 
 def run_runner(*args, cwd=None):
-    proc = subprocess.run([sys.executable, "-c", _CHECKED, RUNNER, *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd)
-    heavy = [line for line in proc.stdout.splitlines() if line.startswith("HEAVY_IMPORTS=")]
-    assert heavy == ["HEAVY_IMPORTS="], f"the runner imported a framework: {heavy}\n{proc.stderr[-2000:]}"
-    return proc
+    """`keras-solo-runtime ARGS` in a fresh process from the checkout, with TensorFlow, Keras and the
+    other frameworks unimportable (test_device_runtime.on_device)."""
+    return on_device(REPO, *args, cwd=cwd)
 
 
 def error_lines(proc):
@@ -47,11 +31,10 @@ def art(tmp_path_factory):
     return tiny_artifacts(str(tmp_path_factory.getbasetemp() / "tiny_export"))
 
 
-@pytest.fixture(scope="module")
-def runner():
-    from keras_solo.benchmark import load_runner
-
-    return load_runner()
+def test_source_checkout_script_runs_the_runtime(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "export", "litert_runner.py"), "benchmark", "--help"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and "--compare" in proc.stdout
 
 
 # ---------------------------------------------------------------------------
@@ -74,8 +57,7 @@ def test_predict_image_without_tensorflow(art, fmt, tmp_path):
     assert overlay.shape == art["image"].shape
     for inst in instances:
         assert inst["score"] > 0.2 and inst["class"] in art["model"].class_names
-        rle = mask_utils.frPyObjects(inst["segmentation"], *inst["segmentation"]["size"])
-        mask = mask_utils.decode(rle)
+        mask = mask_utils.decode(inst["segmentation"])  # COCO compressed RLE
         assert mask.shape == art["image"].shape[:2] and mask.sum() > 0
     # the overlay differs from the image inside the masks (JPEG noise aside)
     diff = np.abs(cv2.cvtColor(overlay, cv2.COLOR_BGR2RGB).astype(int) - art["image"].astype(int)).sum(axis=2)
@@ -177,12 +159,13 @@ def test_non_solo_tflite_and_missing_sidecar(tmp_path):
     assert proc.returncode == 2 and "expected a (1, H, W, 3) float32 image" in error_lines(proc)[-1]
 
 
-def test_runner_engine_matches_keras_detections_in_original_pixels(art, runner):
-    """Runner detections (TFLite) == the Keras export graph's, after undoing the letterbox."""
-    from keras_solo import detections
+def test_runner_engine_matches_keras_detections_in_original_pixels(art):
+    """Runtime detections (TFLite) == the Keras export graph's, after undoing the letterbox."""
     from keras_solo.benchmark import keras_engine
+    from keras_solo.runtime.detections import boxes_from_masks
+    from keras_solo.runtime.engine import open_engine
 
-    engine = runner.Engine(exported(art, "tflite"), threads=1)
+    engine = open_engine(exported(art, "tflite"), threads=1)
     found, timing = engine(art["image"], min_score=0.2)
     reference, _ = keras_engine(art["model_path"], threads=1, top_k=30)(art["image"], min_score=0.2)
     assert set(timing) == {"preprocess", "network", "decode", "total"}
@@ -191,20 +174,25 @@ def test_runner_engine_matches_keras_detections_in_original_pixels(art, runner):
     np.testing.assert_allclose(found["scores"], reference["scores"], atol=1e-3)
     for a, b in zip(found["masks"], reference["masks"]):
         assert np.logical_and(a, b).sum() / max(1, np.logical_or(a, b).sum()) > 0.99
-    np.testing.assert_allclose(found["boxes"], detections.boxes_xywh(found["masks"]))
+    boxes = boxes_from_masks(found["masks"])
+    np.testing.assert_allclose(found["boxes"], np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1))
 
 
-def test_rle_and_percentiles_known_answers(runner):
+def test_rle_and_percentiles_known_answers():
     from pycocotools import mask as mask_utils
+
+    from keras_solo.runtime.bench import percentiles_ms
+    from keras_solo.runtime.detections import encode_rle, rle_counts
 
     mask = np.zeros((4, 3), bool)
     mask[1:3, 1] = True
     mask[3, 2] = True
-    rle = runner.rle_uncompressed(mask)
-    assert rle == {"size": [4, 3], "counts": [5, 2, 4, 1]}  # column-major
-    np.testing.assert_array_equal(mask_utils.decode(mask_utils.frPyObjects(rle, 4, 3)), mask)
-    assert runner.rle_uncompressed(np.ones((2, 2), bool))["counts"] == [0, 4]
-    stats = runner.percentiles_ms([0.001, 0.002, 0.003, 0.004, 0.010])
+    assert rle_counts(mask).tolist() == [5, 2, 4, 1]  # column-major
+    rle = encode_rle(mask)
+    assert rle["size"] == [4, 3]
+    np.testing.assert_array_equal(mask_utils.decode({**rle, "counts": rle["counts"].encode()}), mask)
+    assert rle_counts(np.ones((2, 2), bool)).tolist() == [0, 4]
+    stats = percentiles_ms([0.001, 0.002, 0.003, 0.004, 0.010])
     assert stats["min"] == 1.0 and stats["p50"] == 3.0 and stats["mean"] == 4.0
     assert stats["p90"] == pytest.approx(7.6) and stats["p99"] == pytest.approx(9.76)
 
@@ -279,11 +267,12 @@ def test_profile_blocks_add_up_and_name_the_parts(art, tmp_path, capsys):
     assert "--profile reads a .tflite" in capsys.readouterr().err
 
 
-def test_engine_preprocess_reuses_its_buffer_exactly(art, runner):
+def test_engine_preprocess_reuses_its_buffer_exactly(art):
     """The reused float input buffer equals a fresh letterbox for images of changing size."""
-    from keras_solo.detections import letterbox_image
+    from keras_solo.runtime.engine import open_engine
+    from keras_solo.runtime.image import letterbox_image
 
-    engine = runner.Engine(exported(art, "tflite"), threads=1)
+    engine = open_engine(exported(art, "tflite"), threads=1)
     rng = np.random.default_rng(0)
     for h, w in [(80, 150), (64, 40), (200, 90), (64, 128), (30, 300)]:  # padding moves bottom <-> right
         image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -361,3 +350,47 @@ def test_runner_out_naming_a_file_is_one_line(art, tmp_path):
     assert proc.returncode == 2
     assert error_lines(proc) == [f"error: {taken}: exists and is not a folder; --out must name a folder"]
     assert taken.read_text() == "mine"
+
+
+def test_keras_solo_predict_and_evaluate_take_exports_through_the_same_loop(art, tmp_path, capsys):
+    """`keras-solo predict` / `evaluate` run a .keras model and its export through the runtime's loops:
+    one record layout."""
+    from keras_solo.cli import main
+
+    records = {}
+    for name, model in (("keras", art["model_path"]), ("tflite", exported(art, "tflite"))):
+        out = tmp_path / f"pred_{name}"
+        assert main(["predict", "--model", model, "--source", art["image_path"], "--out", str(out),
+                     "--score", "0.2"]) == 0, capsys.readouterr().err
+        records[name] = json.load(open(out / "detections.json"))
+        assert sorted(os.listdir(out)) == ["detections.json", "image.jpg"]
+    # (the .keras model decodes with its config's candidate budget, the export with top_k 30: the same
+    # record layout, not necessarily the same detections)
+    assert records["keras"][0]["instances"] and records["tflite"][0]["instances"]
+    assert set(records["keras"][0]["instances"][0]) == set(records["tflite"][0]["instances"][0])
+    data = os.path.join(art["data"], "instances_val.json")
+    assert main(["evaluate", "--model", exported(art, "onnx"), "--data", data, "--out", str(tmp_path / "ev")]) == 0
+    metrics = json.load(open(tmp_path / "ev" / "metrics.json"))
+    assert metrics["num_images"] > 0 and set(metrics["ms_per_image"]) == {"preprocess", "network", "decode"}
+    capsys.readouterr()
+    assert main(["evaluate", "--model", exported(art, "onnx"), "--data", data, "--out", str(tmp_path / "ev2"),
+                 "--set", "eval.score_thr=0.1"]) == 2
+    assert "--set applies to .keras models" in capsys.readouterr().err
+
+
+def test_keras_solo_without_the_training_install_is_one_line(tmp_path):
+    """`keras-solo train` where TensorFlow / Keras are not installed: one line naming the extra."""
+    blocker = ("import importlib.abc, sys\n"
+               "class B(importlib.abc.MetaPathFinder):\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] in ('tensorflow', 'keras', 'yaml'):\n"
+               "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+               "sys.meta_path.insert(0, B())\n"
+               "from keras_solo.cli import main\n"
+               "sys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.run([sys.executable, "-c", blocker, "train", "--config", "x.yaml"], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: keras-solo train needs the training install, which lacks yaml: pip install 'keras-solo[train]' "
+        "(exported models run without it: keras-solo-runtime)"]

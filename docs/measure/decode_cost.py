@@ -4,14 +4,10 @@ Edge geometry: masks 80x160 (finest mask of 640x320), original image 1280x640.
 """
 import sys, time
 import numpy as np
-sys.path.insert(0, "export")
-import litert_runner as R
+sys.path.insert(0, ".")  # python docs/measure/decode_cost.py, from the repository root
+from keras_solo.runtime.engine import Engine
 
-class Fake(R.Engine):
-    def __init__(self):
-        self.input_size, self.mask_thr = (640, 320), 0.5
-
-engine = Fake()
+engine = Engine("decode-only", input_size=(640, 320), mask_thr=0.5)
 rng = np.random.default_rng(0)
 yy, xx = np.mgrid[0:80, 0:160]
 for n in (0, 10, 30, 100):

@@ -14,13 +14,13 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "export"))
 
 import numpy as np  # noqa: E402
-import litert_runner  # noqa: E402
 
-from keras_solo.benchmark import evaluate_exported, make_engine  # noqa: E402
 from keras_solo.data.coco import load_coco  # noqa: E402
+from keras_solo.evaluate import evaluate_engine  # noqa: E402
+from keras_solo.runtime.engine import open_engine  # noqa: E402
+from keras_solo.runtime.image import read_image  # noqa: E402
 
 VAL, IMAGES = "data/cityscapes5/instances_val.json", "../shared/data/cityscapes5"
 
@@ -30,13 +30,12 @@ def main():
     val = json.load(open(VAL))
     for quant in ("int8", "fp32"):
         path = f"{prefix}_{quant}.tflite"
-        engine = make_engine(path, threads=2)
-        metrics = evaluate_exported(engine, load_coco(VAL, IMAGES, class_names=engine.class_names), progress=False)
-        runner = litert_runner.Engine(path, threads=2)
+        engine = open_engine(path, threads=2)
+        metrics, _ = evaluate_engine(engine, load_coco(VAL, IMAGES, class_names=engine.class_names), progress=False)
         scores, areas = [], []
         for image in val["images"][:12]:
-            batch, _ = runner.preprocess(litert_runner.read_rgb(os.path.join(IMAGES, image["file_name"])))
-            out = runner.network(batch)
+            batch, _ = engine.preprocess(read_image(os.path.join(IMAGES, image["file_name"])))
+            out = engine.network(batch)
             score, valid, masks = (np.asarray(out[k])[0] for k in ("scores", "valid", "masks"))
             scores += list(score[valid.astype(bool)])
             areas += [float((masks[i] > 0.5).sum()) for i in np.argsort(-score)[:10]]

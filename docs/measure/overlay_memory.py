@@ -1,6 +1,6 @@
 import resource, sys, time, numpy as np
 sys.path.insert(0, '.')  # python docs/measure/overlay_memory.py, from the repository root
-from keras_solo import detections as det
+from keras_solo.runtime import detections as det
 h, w = 6000, 8000  # 48 MP
 image = np.zeros((h, w, 3), np.uint8)
 masks = np.zeros((5, h, w), bool)

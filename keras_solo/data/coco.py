@@ -46,12 +46,11 @@ import os
 import posixpath
 import warnings
 
-import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from keras_solo.data.transforms import IMAGE_READ_FLAGS
 from keras_solo.errors import SoloError, where
+from keras_solo.runtime.image import decode_image, read_image
 
 __all__ = [
     "AnnRecord",
@@ -61,7 +60,6 @@ __all__ = [
     "check_image_files",
     "decode_instances",
     "load_coco",
-    "read_image",
 ]
 
 _REQUIRED_KEYS = ("images", "annotations", "categories")
@@ -226,38 +224,6 @@ def load_coco(json_path, image_root=None, *, strict=False, class_names=None):
     )
 
 
-def read_image(path, *, context=None):
-    """Reads an image file as uint8 RGB.
-
-    Args:
-        path: the image file.
-        context: optional location prefix for error messages (``where(...)``).
-            Defaults to the path itself.
-
-    Returns:
-        uint8 array (H, W, 3), RGB.
-
-    Raises:
-        SoloError: the file is missing, unreadable, not an image, or corrupt /
-            truncated.
-    """
-    path = os.fspath(path)
-    context = context or path
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError:
-        raise SoloError(where(context, f"image file not found: {path}")) from None
-    except (IsADirectoryError, PermissionError, OSError) as error:
-        raise SoloError(where(context, f"cannot read image file {path} ({error.strerror or error})")) from None
-    image = None
-    if data.size:
-        image = cv2.imdecode(data, IMAGE_READ_FLAGS)
-    if image is None:
-        problem = "empty file" if not data.size else "not a readable image (corrupt or truncated)"
-        raise SoloError(where(context, f"{path}: {problem}"))
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Signatures of other formats OpenCV reads; their size is not checked here.
 _OTHER_SIGNATURES = (
@@ -330,7 +296,7 @@ def _image_file_problem(record):
             else:
                 stream.seek(0)
                 data = np.frombuffer(stream.read(), np.uint8)
-                if cv2.imdecode(data, IMAGE_READ_FLAGS) is None:
+                if decode_image(data) is None:
                     return "not a readable image (unknown format)"
                 return None
     except FileNotFoundError:

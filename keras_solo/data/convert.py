@@ -26,11 +26,11 @@ import numpy as np
 import yaml
 from pycocotools import mask as mask_utils
 
-from keras_solo.data.transforms import IMAGE_READ_FLAGS
+from keras_solo.runtime.image import IMAGE_READ_FLAGS
+from keras_solo.config import PAPER_CLASSES
 from keras_solo.errors import SoloError, where
 from keras_solo.errors import write_json as atomic_write_json
 
-PAPER_CLASSES = ("person", "rider", "car", "truck", "bus")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _MAX_ISSUES = 20  # issues kept in the returned stats
 
@@ -294,7 +294,7 @@ def convert_yolo(data_yaml, split, out_json, classes=None, *, crowd_groups=False
     }
     images, annotations = [], []
     for image_id, image_path in enumerate(image_paths, start=1):
-        # As stored, without EXIF rotation, like keras_solo.data.coco.read_image.
+        # As stored, without EXIF rotation, like keras_solo.runtime.image.read_image.
         image = cv2.imread(str(image_path), IMAGE_READ_FLAGS)
         if image is None:
             raise SoloError(f"{image_path}: cannot read image")

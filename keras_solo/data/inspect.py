@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from keras_solo.data.coco import ann_to_mask, decode_instances, load_coco
+from keras_solo.runtime.detections import draw_overlay as runtime_draw_overlay
 
 AREA_SMALL = 32**2
 AREA_MEDIUM = 96**2
@@ -129,47 +130,14 @@ def _write_overlays(dataset, counts, out_dir, num_overlays):
     return paths
 
 
-def _instance_colour(index):
-    """A distinct RGB colour per instance index (golden-ratio hue steps)."""
-    hue = int((index * 0.618033988749895 % 1.0) * 180)
-    hsv = np.array([[[hue, 200, 255]]], np.uint8)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
-
-
 def draw_overlay(decoded, class_names, alpha=0.5):
-    """Draws masks, outlines and class names over an image.
-
-    Args:
-        decoded: a ``decode_instances`` dict (``image`` RGB (h, w, 3),
-            ``masks`` (N, h, w), ``labels`` (N,), ``boxes`` (N, 4) x1 y1 x2 y2,
-            ``iscrowd`` (N,)).
-        class_names: class name per label.
-        alpha: mask opacity. Defaults to 0.5.
-
-    Returns:
-        uint8 (h, w, 3) RGB picture. Crowd regions are grey, tagged "(crowd)".
-    """
-    canvas = decoded["image"].astype(np.float32)
-    height = canvas.shape[0]
-    scale = max(0.3, height / 600)
-    thickness = max(1, int(round(height / 400)))
-    texts = []
-    for k, (mask, label, box, crowd) in enumerate(
-        zip(decoded["masks"], decoded["labels"], decoded["boxes"], decoded["iscrowd"])
-    ):
-        colour = np.array([160, 160, 160], np.float32) if crowd else _instance_colour(k)
-        region = mask.astype(bool)
-        canvas[region] = (1 - alpha) * canvas[region] + alpha * colour
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        texts.append((contours, colour, f"{class_names[int(label)]}{' (crowd)' if crowd else ''}", box))
-    canvas = np.clip(canvas, 0, 255).astype(np.uint8)
-    for contours, colour, _, _ in texts:
-        cv2.drawContours(canvas, contours, -1, colour.tolist(), thickness)
-    for _, colour, text, box in texts:
-        x, y = int(box[0]), max(int(box[1]) - 2, 8)
-        cv2.putText(canvas, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-        cv2.putText(canvas, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour.tolist(), thickness, cv2.LINE_AA)
-    return canvas
+    """The ground truth of a ``decode_instances`` dict drawn by the package's one drawer
+    (`keras_solo.runtime.detections.draw_overlay`): crowd regions grey, tagged "(crowd)"."""
+    boxes = np.asarray(decoded["boxes"], np.float32).reshape(-1, 4).copy()
+    boxes[:, 2:] -= boxes[:, :2]  # x1 y1 x2 y2 -> COCO x y w h
+    return runtime_draw_overlay(decoded["image"], {"masks": decoded["masks"], "labels": decoded["labels"],
+                                                   "boxes": boxes, "iscrowd": np.asarray(decoded["iscrowd"])},
+                                class_names, alpha=alpha)
 
 
 def format_report(stats):

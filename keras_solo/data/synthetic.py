@@ -43,11 +43,12 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from keras_solo.config import PAPER_CLASSES
 from keras_solo.data.convert import write_json
 from keras_solo.data.inspect import area_bucket
 from keras_solo.errors import SoloError
 
-CLASS_NAMES = ("person", "rider", "car", "truck", "bus")
+CLASS_NAMES = PAPER_CLASSES
 CATEGORIES = tuple(
     {"id": i + 1, "name": name, "supercategory": "human" if i < 2 else "vehicle"}
     for i, name in enumerate(CLASS_NAMES)

@@ -16,10 +16,11 @@ boxes are float32 (N, 4) ``x1, y1, x2, y2`` in pixel-edge coordinates (a
 mask covering columns 3..7 has ``x1 = 3, x2 = 8``).
 """
 
-import os
 
 import cv2
 import numpy as np
+
+from keras_solo.runtime.detections import boxes_from_masks
 
 __all__ = [
     "any_downsample",
@@ -30,9 +31,7 @@ __all__ = [
     "letterbox",
     "letterbox_window",
     "photometric",
-    "read_rgb_or_none",
     "resize_masks",
-    "IMAGE_READ_FLAGS",
 ]
 
 
@@ -187,48 +186,6 @@ def photometric(image, rng, *, brightness=0.25, contrast=0.25, saturation=0.3, h
     rgb = (rgb - mean) * gain_c + mean
     rgb = rgb * gain_b
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
-
-
-# The one image-reading policy of the package (train, evaluate, predict, the
-# TF-free runner, calibration): stored pixels, EXIF orientation IGNORED, as
-# the COCO JSON's width/height and its polygons describe them (the size check
-# of keras_solo.data.coco names a swapped size "rotated? EXIF orientation is
-# not applied"). cv2.imread applies EXIF by default; a JPEG with orientation 6
-# would otherwise get its masks in one frame from predict and another from
-# evaluate.
-IMAGE_READ_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-
-
-def read_rgb_or_none(path):
-    """An image file as (H, W, 3) uint8 RGB under IMAGE_READ_FLAGS, or None when unreadable."""
-    image = cv2.imread(os.fspath(path), IMAGE_READ_FLAGS)
-    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def boxes_from_masks(masks):
-    """Tight boxes around masks.
-
-    Args:
-        masks: (N, h, w), nonzero = inside.
-
-    Returns:
-        float32 (N, 4) ``x1, y1, x2, y2`` in pixel-edge coordinates
-        (``x2 = last column + 1``); all zeros for an empty mask.
-    """
-    masks = np.asarray(masks)
-    boxes = np.zeros((len(masks), 4), np.float32)
-    if len(masks) == 0:
-        return boxes
-    rows = masks.any(axis=2)  # (N, h)
-    cols = masks.any(axis=1)  # (N, w)
-    nonempty = rows.any(axis=1)
-    height, width = masks.shape[1:]
-    y1 = rows.argmax(axis=1)
-    y2 = height - rows[:, ::-1].argmax(axis=1)
-    x1 = cols.argmax(axis=1)
-    x2 = width - cols[:, ::-1].argmax(axis=1)
-    boxes[nonempty] = np.stack([x1, y1, x2, y2], axis=1)[nonempty]
-    return boxes
 
 
 def downsample_masks(masks, stride):

@@ -45,6 +45,7 @@ def _sum_over_replicas(value):
     return context.all_reduce("SUM", value) if context is not None else value
 
 from keras_solo import losses as solo_losses
+from keras_solo.config import PAPER_CLASSES
 from keras_solo import postprocess
 from keras_solo import targets as solo_targets
 from keras_solo.model.attention import GridAttention, normalize_mode
@@ -133,7 +134,7 @@ class SOLO(keras.Model):
         self,
         *,
         num_classes=5,
-        class_names=("person", "rider", "car", "truck", "bus"),
+        class_names=PAPER_CLASSES,
         input_size=(1344, 672),
         backbone="resnet50",
         backbone_weights="none",

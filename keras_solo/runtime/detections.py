@@ -1,9 +1,8 @@
-"""Detections outside the graph: letterbox for inference, undo the letterbox,
-COCO RLE results, overlays. numpy + cv2 only (no TensorFlow, no Keras), so the
-TF-free device runner in `export/` uses this module too.
+"""Detections outside the graph (numpy + cv2): undo the letterbox, boxes,
+COCO RLE, the detections record, overlays.
 
-Letterbox convention (docs/DESIGN.md): scale = min(W / w, H / h), the resized
-image sits at the top-left, padding bottom/right.
+The exported graph ends at fixed-size scores / labels / masks / valid at the
+network's input; `to_original` maps one image's outputs to its own pixels.
 """
 
 import colorsys
@@ -12,78 +11,31 @@ import os
 import cv2
 import numpy as np
 
-# numpy + cv2 only as well; boxes are the masks' extents (x2 = last column + 1)
-from keras_solo.data.transforms import boxes_from_masks, read_rgb_or_none  # noqa: F401  (re-exported)
 
-
-def letterbox_image(image, size):
-    """Resizes an RGB uint8 image into a (H, W) canvas keeping aspect ratio.
+def boxes_from_masks(masks):
+    """Tight boxes around masks.
 
     Args:
-        image: (h, w, 3) uint8.
-        size: (W, H) network input.
+        masks: (N, h, w), nonzero = inside.
 
     Returns:
-        (canvas (H, W, 3) uint8, scale).
+        float32 (N, 4) ``x1, y1, x2, y2`` in pixel-edge coordinates
+        (``x2 = last column + 1``); all zeros for an empty mask.
     """
-    width, height = size
-    resized, scale = letterbox_resize(image, size)
-    canvas = np.zeros((height, width, 3), np.uint8)
-    canvas[: resized.shape[0], : resized.shape[1]] = resized
-    return canvas, scale
-
-
-def letterbox_resize(image, size):
-    """The resized part of `letterbox_image`: ((new_h, new_w, 3) uint8, scale), new_h <= H, new_w <= W."""
-    width, height = size
-    h, w = image.shape[:2]
-    scale = min(width / w, height / h)
-    new_w, new_h = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-    # the same interpolation as the training pipeline (keras_solo.data.transforms.letterbox)
-    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-    return resized[:height, :width], scale
-
-
-def video_open_problem(capture):
-    """Why a cv2.VideoCapture gave no first frame: one phrase for the error line."""
-    if not capture.isOpened():
-        return "cannot open video (unreadable or unsupported codec)"
-    if int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0) <= 0:
-        return "holds no frames (0 frames in the container)"
-    return "cannot decode its first frame (corrupt, or an unsupported codec)"
-
-
-def video_ended_early(path, read, expected, limit=0):
-    """A warning line when a video gave fewer frames than its container says, else None."""
-    wanted = min(expected, limit) if limit else expected
-    if expected > 0 and read < wanted:
-        return (f"warning: {path}: the file ended early: read {read} of {expected} frames "
-                "(truncated or corrupt); the detections cover those frames only")
-    return None
-
-
-def overlay_names(paths):
-    """The overlay file name of each source image: ``stem.jpg``, or
-    ``stem_ext.jpg`` for stems that two sources share (``a.png`` and
-    ``a.jpg`` would otherwise write one ``a.jpg``, the second replacing the
-    first)."""
-    stems = [os.path.splitext(os.path.basename(p)) for p in paths]
-    counts = {}
-    for stem, _ in stems:
-        counts[stem] = counts.get(stem, 0) + 1
-    return [f"{stem}.jpg" if counts[stem] == 1 else f"{stem}_{ext.lstrip('.').lower()}.jpg" for stem, ext in stems]
-
-
-def _resize_stack(masks, height, width):
-    """(N, h, w) float32 -> (N, height, width), bilinear with half-pixel centres."""
-    out = np.empty((masks.shape[0], height, width), np.float32)
-    chunk = 16  # cv2 resizes up to 512 channels; small chunks bound memory
-    for start in range(0, masks.shape[0], chunk):
-        part = np.ascontiguousarray(masks[start : start + chunk].transpose(1, 2, 0))
-        resized = cv2.resize(part, (width, height), interpolation=cv2.INTER_LINEAR)
-        out[start : start + chunk] = resized.reshape(height, width, -1).transpose(2, 0, 1)
-    return out
+    masks = np.asarray(masks)
+    boxes = np.zeros((len(masks), 4), np.float32)
+    if len(masks) == 0:
+        return boxes
+    rows = masks.any(axis=2)  # (N, h)
+    cols = masks.any(axis=1)  # (N, w)
+    nonempty = rows.any(axis=1)
+    height, width = masks.shape[1:]
+    y1 = rows.argmax(axis=1)
+    y2 = height - rows[:, ::-1].argmax(axis=1)
+    x1 = cols.argmax(axis=1)
+    x2 = width - cols[:, ::-1].argmax(axis=1)
+    boxes[nonempty] = np.stack([x1, y1, x2, y2], axis=1)[nonempty]
+    return boxes
 
 
 def masks_to_original(masks, *, input_size, image_info, mask_thr=0.5, return_boxes=False):
@@ -154,13 +106,6 @@ def masks_to_original(masks, *, input_size, image_info, mask_thr=0.5, return_box
     return (out, boxes) if return_boxes else out
 
 
-def boxes_xywh(masks):
-    """(N, h, w) masks -> (N, 4) COCO x, y, w, h boxes."""
-    boxes = boxes_from_masks(masks)
-    boxes[:, 2:] -= boxes[:, :2]
-    return boxes
-
-
 def to_original(decoded, *, input_size, orig_size, scale, mask_thr=0.5, min_score=0.0):
     """One image's fixed-size decoded outputs -> detections in original pixels.
 
@@ -186,28 +131,65 @@ def to_original(decoded, *, input_size, orig_size, scale, mask_thr=0.5, min_scor
     return {"scores": scores, "labels": labels, "masks": masks, "boxes": boxes}
 
 
+def rle_counts(mask):
+    """Column-major run lengths of a 2-D mask, starting with a run of 0s (COCO RLE)."""
+    flat = np.asarray(mask, bool).ravel(order="F")
+    if not flat.size:
+        return np.zeros(0, np.int64)
+    bounds = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]])
+    counts = np.diff(bounds)
+    return np.concatenate([[0], counts]) if flat[0] else counts
+
+
 def encode_rle(mask):
-    """COCO compressed RLE (pycocotools) of one bool mask, JSON-ready."""
-    from pycocotools import mask as mask_utils
+    """COCO compressed RLE of one 2-D mask, JSON-ready: {"size": [h, w], "counts": str}.
 
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
+    pycocotools' string form (maskApi.c rleToString) in numpy, so a device
+    needs no pycocotools: each count (from the fourth on, minus the count two
+    before it) is written in 5-bit groups, low first, 0x20 marking "more
+    follows", plus 48. tests/test_postprocess.py checks it against
+    pycocotools.
+    """
+    counts = rle_counts(mask)
+    x = counts.copy()
+    x[3:] -= counts[1:-2]
+    groups, more, rest = [], [], x
+    for _ in range(7):  # 7 x 5 bits hold any count of a 2^31-pixel mask
+        c = rest & 0x1F
+        rest = rest >> 5
+        groups.append(c)
+        more.append(np.where(c & 0x10, rest != -1, rest != 0))
+    groups, more = np.stack(groups, 1), np.stack(more, 1)
+    length = np.argmin(np.concatenate([more, np.zeros((len(x), 1), bool)], 1), axis=1) + 1
+    column = np.arange(groups.shape[1])[None, :]
+    chars = (groups | np.where(column < (length - 1)[:, None], 0x20, 0)) + 48
+    text = chars[column < length[:, None]].astype(np.uint8).tobytes().decode("ascii")
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": text}
 
 
-def coco_results(image_id, detections, cat_ids):
+def class_name(label, class_names):
+    """The name of a label, or the label as text where `class_names` has none."""
+    label = int(label)
+    return class_names[label] if 0 <= label < len(class_names) else str(label)
+
+
+def detections_record(source, found, class_names):
+    """One image's (or video frame's) entry of detections.json."""
+    return {
+        "source": source,
+        "instances": [
+            {"label": int(label), "class": class_name(label, class_names), "score": round(float(score), 4),
+             "bbox_xywh": [round(float(v), 1) for v in box], "segmentation": encode_rle(mask)}
+            for score, label, mask, box in zip(found["scores"], found["labels"], found["masks"], found["boxes"])
+        ],
+    }
+
+
+def coco_results(image_id, found, cat_ids):
     """Detections of one image in COCO results format (RLE segmentations)."""
-    results = []
-    for score, label, mask, box in zip(detections["scores"], detections["labels"], detections["masks"],
-                                       detections["boxes"]):
-        results.append({
-            "image_id": int(image_id),
-            "category_id": int(cat_ids[int(label)]),
-            "segmentation": encode_rle(mask),
-            "bbox": [float(v) for v in box],
-            "score": float(score),
-        })
-    return results
+    return [{"image_id": int(image_id), "category_id": int(cat_ids[int(label)]), "segmentation": encode_rle(mask),
+             "bbox": [float(v) for v in box], "score": float(score)}
+            for score, label, mask, box in zip(found["scores"], found["labels"], found["masks"], found["boxes"])]
 
 
 def instance_colour(index):
@@ -220,14 +202,17 @@ def instance_colour(index):
 def draw_overlay(image, detections, class_names, *, score_thr=0.3, alpha=0.45, fps=None):
     """Draws masks (a colour per instance), contours, class name and score.
 
-    Each mask is blended inside its box only, in uint16 integer arithmetic,
-    so memory stays at one copy of the image plus one box-sized buffer
-    (a 48 MP image no longer makes float64 copies of every mask's pixels);
-    the label text scales with the image.
+    The one drawer of the package: detections (predict, the runtime) and
+    ground truth (`keras-solo inspect-data`: no scores, crowd regions grey
+    and tagged "(crowd)"). Each mask is blended inside its box only, in
+    uint16 integer arithmetic, so memory stays at one copy of the image plus
+    one box-sized buffer; the label text scales with the image.
 
     Args:
         image: (h, w, 3) uint8 RGB.
-        detections: dict from `to_original` (boxes x, y, w, h).
+        detections: dict masks (N, h, w), labels (N,), boxes (N, 4) COCO x, y,
+            w, h (as `to_original` gives them); optional scores (N,) (drawn
+            highest first, those below `score_thr` skipped) and iscrowd (N,).
         class_names: names indexed by label.
         fps: if given, the measured FPS is written in the top-left corner.
 
@@ -239,12 +224,13 @@ def draw_overlay(image, detections, class_names, *, score_thr=0.3, alpha=0.45, f
     font = max(0.4, 0.4 * min(height, width) / 640.0)  # 0.4 at 640 px, larger on large images
     thickness = max(1, int(round(font / 0.4)))
     keep = int(round(256 * (1 - alpha)))  # blend = (pixel * keep + colour * (256 - keep)) / 256
-    order = np.argsort(-np.asarray(detections["scores"]))
+    scores = detections.get("scores")
+    crowd = detections.get("iscrowd", np.zeros(len(detections["masks"]), bool))
+    order = np.argsort(-np.asarray(scores)) if scores is not None else range(len(detections["masks"]))
     for rank, n in enumerate(order):
-        score = float(detections["scores"][n])
-        if score < score_thr:
+        if scores is not None and float(scores[n]) < score_thr:
             continue
-        colour = instance_colour(rank)
+        colour = (160, 160, 160) if crowd[n] else instance_colour(rank)
         x, y, bw, bh = (int(round(float(v))) for v in detections["boxes"][n])
         x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + max(bw, 1)), min(height, y + max(bh, 1))
         region = np.asarray(detections["masks"][n][y0:y1, x0:x1], bool)
@@ -255,9 +241,9 @@ def draw_overlay(image, detections, class_names, *, score_thr=0.3, alpha=0.45, f
             crop[region] = tint.astype(np.uint8)
             contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(crop, contours, -1, tuple(int(c) for c in colour), thickness)
-        label = int(detections["labels"][n])
-        name = class_names[label] if 0 <= label < len(class_names) else str(label)
-        text = f"{name} {score:.2f}"
+        text = class_name(detections["labels"][n], class_names)
+        text += f" {float(scores[n]):.2f}" if scores is not None else ""
+        text += " (crowd)" if crowd[n] else ""
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, thickness)
         y_text = max(th + 2, y0)
         cv2.rectangle(canvas, (x0, y_text - th - 2), (x0 + tw + 2, y_text), tuple(int(c) for c in colour), -1)
@@ -269,5 +255,13 @@ def draw_overlay(image, detections, class_names, *, score_thr=0.3, alpha=0.45, f
     return canvas
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+def overlay_names(paths):
+    """The overlay file name of each source image: ``stem.jpg``, or
+    ``stem_ext.jpg`` for stems that two sources share (``a.png`` and
+    ``a.jpg`` would otherwise write one ``a.jpg``, the second replacing the
+    first)."""
+    stems = [os.path.splitext(os.path.basename(p)) for p in paths]
+    counts = {}
+    for stem, _ in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    return [f"{stem}.jpg" if counts[stem] == 1 else f"{stem}_{ext.lstrip('.').lower()}.jpg" for stem, ext in stems]
