@@ -4,6 +4,7 @@ Components (model, dataset) take explicit keyword arguments; nothing else
 reads the whole config.
 """
 
+import dataclasses
 import os
 
 from keras_solo.errors import SoloError
@@ -18,7 +19,11 @@ def scaled_scale_ranges(model_config):
 
 
 def model_kwargs(config):
-    """Keyword arguments of `SOLO` from a config."""
+    """Keyword arguments of `SOLO` from a config: the architecture, and its target assigner, loss and decoder."""
+    from keras_solo.losses import SOLOLoss
+    from keras_solo.postprocess import SOLODecoder
+    from keras_solo.targets import SOLOTargetAssigner
+
     m, t, e = config.model, config.train, config.eval
     return dict(
         num_classes=m.num_classes,
@@ -40,22 +45,10 @@ def model_kwargs(config):
         attention_gamma_init=m.attention_gamma_init,
         attention_normalize=m.attention_normalize,
         prior_prob=m.prior_prob,
-        scale_ranges=scaled_scale_ranges(m),
-        center_sigma=m.center_sigma,
-        max_positives=m.max_positives,
-        mask_stride=config.data.mask_stride,
-        focal_alpha=t.focal_alpha,
-        focal_gamma=t.focal_gamma,
-        mask_loss_weight=t.mask_loss_weight,
-        score_thr=e.score_thr,
-        nms_pre=e.nms_pre,
-        mask_thr=e.mask_thr,
-        update_thr=e.update_thr,
-        max_per_img=e.max_per_img,
-        nms_kernel=e.nms_kernel,
-        nms_sigma=e.nms_sigma,
-        nms_pool=e.nms_pool,
-        mask_downsample=e.mask_downsample,
+        target_assigner=SOLOTargetAssigner(scale_ranges=scaled_scale_ranges(m), center_sigma=m.center_sigma,
+                                           max_positives=m.max_positives, mask_stride=config.data.mask_stride),
+        solo_loss=SOLOLoss(focal_alpha=t.focal_alpha, focal_gamma=t.focal_gamma, mask_weight=t.mask_loss_weight),
+        decoder=SOLODecoder(**{f.name: getattr(e, f.name) for f in dataclasses.fields(SOLODecoder)}),
     )
 
 

@@ -161,7 +161,7 @@ class KerasEngine(Engine):
 
     def __init__(self, model, *, network=None, path="", threads=None, meta=None):
         super().__init__(path, input_size=model.input_size, class_names=model.class_names,
-                         mask_thr=model.mask_thr, threads=threads or 0, meta={"quant": "fp32", **(meta or {})})
+                         mask_thr=model.decoder.mask_thr, threads=threads or 0, meta={"quant": "fp32", **(meta or {})})
         self.model = model
         if network is None:
             forward, decode = inference_functions(model)
@@ -217,11 +217,12 @@ def evaluate_model(model, coco_dataset, *, limit=0, progress=True):
 
 
 def apply_eval_overrides(model, overrides):
-    """`--set eval.key=value` on a loaded model's inference thresholds."""
-    from keras_solo.config import EvalConfig, config_from_dict, parse_override
-    from keras_solo.model.solo import split_nms_pre
+    """`--set eval.key=value` on a loaded model: a new `model.decoder`, its values checked as the config's."""
+    import dataclasses
 
-    allowed = {f for f in EvalConfig.__dataclass_fields__} - {"batch_size"}
+    from keras_solo.config import config_from_dict, parse_override
+
+    allowed = {f.name for f in dataclasses.fields(model.decoder)}
     values = {}
     for text in overrides or ():
         key, value = parse_override(text)
@@ -230,14 +231,8 @@ def apply_eval_overrides(model, overrides):
             raise SoloError(f"--set {key}: only eval.* keys apply here ({', '.join(sorted(allowed))})")
         values[name] = value
     if values:
-        current = {k: getattr(model, k) for k in allowed if hasattr(model, k)}
-        current["nms_kernel"], current["nms_sigma"] = model.nms_kernel, model.nms_sigma
-        current["nms_pool"], current["mask_downsample"] = model.nms_pool, model.mask_downsample
-        current.update(values)
-        checked = config_from_dict({"eval": current}, "--set").eval
-        for k in values:
-            setattr(model, k, getattr(checked, k))
-        model.nms_pre_per_level = split_nms_pre(model.nms_pre, model.grids, model.num_classes)
+        checked = config_from_dict({"eval": {**dataclasses.asdict(model.decoder), **values}}, "--set").eval
+        model.decoder = model.decoder.replace(**{k: getattr(checked, k) for k in values})
 
 
 def evaluate_command(args):

@@ -9,6 +9,9 @@ averaged over the positive cells of all levels. `keras.ops` only.
 Reference: SOLO, arXiv:1912.04488, Sec. 3.3 (mmdet `SOLOHead.loss`).
 """
 
+import dataclasses
+
+import keras
 from keras import ops
 
 DICE_EPS = 1e-3
@@ -129,3 +132,29 @@ def solo_loss(level_cate_logits, level_mask_logits, targets, *, alpha=0.25, gamm
         "mask_loss": mask_loss,
         "num_pos": num_pos,
     }
+
+
+@keras.saving.register_keras_serializable(package="keras_solo")
+@dataclasses.dataclass(frozen=True)
+class SOLOLoss:
+    """Eq. (4) with its parameters (`solo_loss`), as a serialisable part of the model.
+
+    Args:
+        focal_alpha, focal_gamma: focal loss parameters. Default to 0.25, 2.0.
+        mask_weight: lambda of eq. (4). Defaults to 3.0 (SOLO).
+    """
+
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    mask_weight: float = 3.0
+
+    def __call__(self, level_cate_logits, level_mask_logits, targets, *, count_reducer=None):
+        return solo_loss(level_cate_logits, level_mask_logits, targets, alpha=self.focal_alpha,
+                         gamma=self.focal_gamma, mask_weight=self.mask_weight, count_reducer=count_reducer)
+
+    def get_config(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

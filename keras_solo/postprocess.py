@@ -30,6 +30,9 @@ Reference:
     arXiv:2003.10152 (Matrix NMS, Sec. 3.4).
 """
 
+import dataclasses
+
+import keras
 from keras import ops
 
 _EPS = 1e-6
@@ -326,3 +329,66 @@ def decode(
         "index": index,
         "valid": keep,
     }
+
+
+def split_nms_pre(nms_pre, grids, num_classes):
+    """Splits the candidate budget over levels in proportion to S^2.
+
+    SOLO takes the top `nms_pre` candidates over all levels; with static
+    shapes each level gets a fixed share (at least 1, at most S^2 * C).
+    """
+    cells = [s * s for s in grids]
+    total = sum(cells)
+    return [max(1, min(c * num_classes, round(nms_pre * c / total))) for c in cells]
+
+
+@keras.saving.register_keras_serializable(package="keras_solo")
+@dataclasses.dataclass(frozen=True)
+class SOLODecoder:
+    """SOLO's inference settings (the reference test_cfg), as a serialisable part of the model.
+
+    `keras-solo evaluate --set eval.*` and the export graph change them with
+    `replace` (a new decoder; the model's `decode` reads `model.decoder`).
+
+    Args:
+        score_thr, nms_pre, mask_thr, update_thr, max_per_img, nms_kernel,
+            nms_sigma: steps 2-6 of the module docstring.
+        nms_pool: Matrix NMS IoUs on masks pooled by this factor; 1 = exact.
+        mask_downsample: inference masks at the finest mask size divided by
+            this; 1 = SOLO's.
+    """
+
+    score_thr: float = 0.1
+    nms_pre: int = 500
+    mask_thr: float = 0.5
+    update_thr: float = 0.05
+    max_per_img: int = 100
+    nms_kernel: str = "gaussian"
+    nms_sigma: float = 2.0
+    nms_pool: int = 1
+    mask_downsample: int = 1
+
+    def __post_init__(self):
+        for name in ("nms_pre", "max_per_img", "nms_pool", "mask_downsample"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+
+    def replace(self, **changes):
+        """A copy with some settings changed."""
+        return dataclasses.replace(self, **changes)
+
+    def per_level(self, grids, num_classes):
+        """The candidates kept per level: `nms_pre` split in proportion to S^2."""
+        return split_nms_pre(self.nms_pre, grids, num_classes)
+
+    def __call__(self, mask_probs, scores, labels, valid, *, min_area=0):
+        """Steps 4-6 (`decode`) on the candidates with these settings."""
+        return decode(mask_probs, scores, labels, valid, mask_thr=self.mask_thr, update_thr=self.update_thr,
+                      max_per_img=self.max_per_img, kernel=self.nms_kernel, sigma=self.nms_sigma,
+                      min_area=min_area, nms_pool=self.nms_pool)
+
+    def get_config(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -27,6 +27,9 @@ Reference: SOLO, arXiv:1912.04488 (mmdet `SOLOHead._get_targets_single`,
 the original SOLO `solo_target_single`).
 """
 
+import dataclasses
+
+import keras
 from keras import ops
 
 SOLO_SCALE_RANGES = ((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048))
@@ -270,3 +273,41 @@ def build_targets(
             "mask_target": mask_target,
         })
     return targets
+
+
+@keras.saving.register_keras_serializable(package="keras_solo")
+@dataclasses.dataclass(frozen=True)
+class SOLOTargetAssigner:
+    """Ground truth -> per-level targets (`build_targets`), as a serialisable part of the model.
+
+    Args:
+        scale_ranges: per level (lo, hi) on sqrt(box area) in input pixels.
+        center_sigma: centre region ratio. Defaults to 0.2.
+        max_positives: positives kept per level and image. Defaults to 256.
+        mask_stride: stride of the ground-truth masks the pipeline delivers.
+            Defaults to 4.
+    """
+
+    scale_ranges: tuple = SOLO_SCALE_RANGES
+    center_sigma: float = 0.2
+    max_positives: int = 256
+    mask_stride: int = 4
+
+    def __post_init__(self):
+        object.__setattr__(self, "scale_ranges", tuple(tuple(float(v) for v in r) for r in self.scale_ranges))
+        object.__setattr__(self, "max_positives", int(self.max_positives))
+        object.__setattr__(self, "mask_stride", int(self.mask_stride))
+
+    def __call__(self, y, *, input_size, grids, mask_sizes, num_classes):
+        """`build_targets` of a pipeline batch `y` (masks, classes, boxes, ignore); input_size (H, W)."""
+        return build_targets(
+            y["masks"], y["classes"], y["boxes"], y["ignore"], input_size=input_size, mask_stride=self.mask_stride,
+            grids=grids, mask_sizes=mask_sizes, scale_ranges=self.scale_ranges, center_sigma=self.center_sigma,
+            max_positives=tuple(min(self.max_positives, s * s) for s in grids), num_classes=num_classes)
+
+    def get_config(self):
+        return {**dataclasses.asdict(self), "scale_ranges": [list(r) for r in self.scale_ranges]}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -151,7 +151,7 @@ def match(reference, outputs, mask_thr=0.5):
 
 def test_export_plan_splits_top_k_by_grid_area(art):
     model = art["model"]
-    assert model.grids == (8, 4) and model.num_classes == 5 and model.max_per_img == 20
+    assert model.grids == (8, 4) and model.num_classes == 5 and model.decoder.max_per_img == 20
     plan = export.export_plan(model, 100)
     # 100 * 64 / 80 and 100 * 16 / 80 (S^2 shares), as split_nms_pre
     assert plan["per_level"] == [80, 20] and plan["num_candidates"] == 100
@@ -509,7 +509,7 @@ def test_edge_preset_exports_int8_and_onnx(tmp_path):
     """
     from keras_solo.builders import build_model
     from keras_solo.config import load_config
-    from keras_solo.model.solo import split_nms_pre
+    from keras_solo.postprocess import split_nms_pre
 
     config = load_config(os.path.join(REPO, "training", "edge.yaml"))
     model = _with_detections(build_model(config))
@@ -548,7 +548,7 @@ def test_cli_export_set_bakes_half_size_masks_and_pooled_nms(art, tmp_path, caps
     full_h, full_w = art["model"].mask_sizes[0]
     assert meta["mask_size"] == [full_h // 2, full_w // 2] and meta["nms"]["pool"] == 2
     model = load_model(art["model_path"])
-    model.mask_downsample, model.nms_pool = 2, 2
+    model.decoder = model.decoder.replace(mask_downsample=2, nms_pool=2)
     reference = export.reference_outputs(model, _batch(art), top_k=TOP_K)
     outputs = _engine_outputs(out, _batch(art))
     assert outputs["masks"].shape[2:] == (full_h // 2, full_w // 2)

@@ -11,7 +11,8 @@ import pytest
 
 from keras_solo import builders
 from keras_solo.data.synthetic import make_synthetic
-from keras_solo.model.solo import SOLO, head_input_sizes, load_model, split_nms_pre
+from keras_solo.model.solo import SOLO, head_input_sizes, load_model
+from keras_solo.postprocess import split_nms_pre
 from helpers import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,10 +68,10 @@ def test_decode_mask_downsample_and_nms_pool(tiny_batch):
     """Half-size inference masks are the full-size ones resized (same detections)."""
     images, _ = tiny_batch
     model = builders.build_model(tiny_config())
-    model.score_thr, model.update_thr = 0.0, 0.0  # untrained: keep every candidate
+    model.decoder = model.decoder.replace(score_thr=0.0, update_thr=0.0)  # untrained: keep every candidate
     outputs = model(images, training=False)
     full = {k: keras.ops.convert_to_numpy(v) for k, v in model.decode(outputs).items()}
-    model.mask_downsample, model.nms_pool = 2, 2
+    model.decoder = model.decoder.replace(mask_downsample=2, nms_pool=2)
     assert model.output_mask_size == (8, 16)
     half = {k: keras.ops.convert_to_numpy(v) for k, v in model.decode(outputs).items()}
     assert half["masks"].shape == (4, 20, 8, 16)
@@ -167,6 +168,47 @@ def test_model_saved_before_attention_normalize_loads_unnormalised(tmp_path, tin
     np.testing.assert_allclose(keras.ops.convert_to_numpy(a["grid_embed_0"]),
                                keras.ops.convert_to_numpy(b["grid_embed_0"]), rtol=1e-5, atol=1e-5)
     assert builders.build_model(tiny_config(None)).attentions[0].normalize != "none"  # new models: on
+
+
+def test_file_with_flat_inference_keys_loads_into_the_parts():
+    """A .keras file saved before the target assigner / loss / decoder existed (commit 985adc3, flat
+    keys, non-default values) loads into the parts and decodes as it did then."""
+    import os
+
+    from keras_solo.losses import SOLOLoss
+    from keras_solo.postprocess import SOLODecoder
+
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    model = load_model(os.path.join(data, "solo_tiny_985adc3.keras"))
+    assert isinstance(model.decoder, SOLODecoder) and isinstance(model.solo_loss, SOLOLoss)
+    assert model.decoder.score_thr == 0.07 and model.decoder.nms_pre == 123 and model.decoder.max_per_img == 20
+    assert model.solo_loss.focal_alpha == 0.3 and model.target_assigner.center_sigma == 0.25
+    assert model.target_assigner.scale_ranges == ((1.0, 32.0), (16.0, 512.0))
+    want = np.load(os.path.join(data, "solo_tiny_985adc3_decoded.npz"))
+    got = {k: keras.ops.convert_to_numpy(v) for k, v in model.decode(model(want["x"], training=False)).items()}
+    np.testing.assert_array_equal(got["labels"], want["labels"])
+    np.testing.assert_array_equal(got["valid"], want["valid"])
+    np.testing.assert_allclose(got["scores"], want["scores"], atol=1e-5)
+    np.testing.assert_array_equal((got["masks"] > 0.5).sum(axis=(2, 3)), want["mask_area"])
+
+
+def test_parts_round_trip_and_replace(tmp_path, tiny_batch):
+    """The parts are saved in the .keras file; `--set eval.*` replaces the decoder (checked like the config)."""
+    from keras_solo.errors import SoloError
+    from keras_solo.evaluate import apply_eval_overrides
+
+    model = builders.build_model(tiny_config(None, "eval.nms_pool=2", "train.mask_loss_weight=2.5"))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = load_model(path)
+    assert loaded.decoder == model.decoder and loaded.decoder.nms_pool == 2
+    assert loaded.solo_loss.mask_weight == 2.5 and loaded.target_assigner == model.target_assigner
+    apply_eval_overrides(loaded, ["eval.score_thr=0.3", "eval.nms_pre=60"])
+    assert loaded.decoder == model.decoder.replace(score_thr=0.3, nms_pre=60)
+    assert loaded.decoder.per_level(loaded.grids, loaded.num_classes) == split_nms_pre(60, loaded.grids, 5)
+    with pytest.raises(SoloError, match="eval.nms_pool"):
+        apply_eval_overrides(loaded, ["eval.nms_pool=3"])
+    assert loaded.decoder.nms_pool == 2
 
 
 def test_ablation_variants_differ_only_in_params(tiny_batch):

@@ -2,7 +2,7 @@
 
     images (1, H, W, 3) float32 RGB 0..255, letterboxed (the model normalises)
       -> model(images)                               [scope "network/"]
-      -> model.candidates(outputs, num_per_level=K_l)
+      -> model.candidates(outputs, export_decoder(model, top_k))
            per level: sigmoid, SOLO's 2x2 point NMS, top-K_l (cell, class)
            pairs, masks for those K_l cells only: the gathered 1x1 kernel
            columns W[:, k] and attention rows V_k as an einsum (BATCH_MATMUL /
@@ -14,7 +14,7 @@
          masks (1, D, Hm0, Wm0) float32 probabilities, valid (1, D) bool
 
 `K_l = split_nms_pre(top_k, grids, C)` (the candidate budget split over levels
-in proportion to S_l^2), `N = sum(K_l)`, `D = min(N, model.max_per_img)`.
+in proportion to S_l^2), `N = sum(K_l)`, `D = min(N, model.decoder.max_per_img)`.
 Every shape is static and time and memory do not grow with S^2.
 
 - Input float32 RGB 0..255, not uint8: it is the model's own contract, the
@@ -53,9 +53,9 @@ def export_plan(model, top_k):
     Returns:
         dict: ``per_level`` (K_l per level, proportional to S_l^2),
         ``num_candidates`` N = sum(K_l), ``max_detections`` D = min(N,
-        model.max_per_img), ``mask_size`` (Hm0, Wm0), ``input_size`` (W, H).
+        model.decoder.max_per_img), ``mask_size`` (Hm0, Wm0), ``input_size`` (W, H).
     """
-    from keras_solo.model.solo import split_nms_pre
+    from keras_solo.postprocess import split_nms_pre
 
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise SoloError(f"--top-k {top_k!r}: must be an integer >= 1")
@@ -64,10 +64,15 @@ def export_plan(model, top_k):
     return {
         "per_level": per_level,
         "num_candidates": num,
-        "max_detections": min(num, int(model.max_per_img)),
+        "max_detections": min(num, int(model.decoder.max_per_img)),
         "mask_size": [int(v) for v in model.output_mask_size],
         "input_size": [int(v) for v in model.input_size],
     }
+
+
+def export_decoder(model, top_k):
+    """The model's decoder with the export's candidate budget `top_k` and D = `export_plan`'s max_detections."""
+    return model.decoder.replace(nms_pre=top_k, max_per_img=export_plan(model, top_k)["max_detections"])
 
 
 def serving_function(model, *, top_k):
@@ -83,14 +88,13 @@ def serving_function(model, *, top_k):
     """
     import tensorflow as tf
 
-    plan = export_plan(model, top_k)
+    decoder = export_decoder(model, top_k)
 
     def serve(images):
         with tf.name_scope(NETWORK_SCOPE):
             outputs = model(images, training=False)
         with tf.name_scope("decode"):  # scopes decode/candidates, decode/nms: litert_profile's blocks
-            decoded = model.decode(outputs, num_per_level=plan["per_level"],
-                                   max_per_img=plan["max_detections"])
+            decoded = model.decode(outputs, decoder=decoder)
         return {name: decoded[name] for name in OUTPUT_NAMES}
 
     return serve

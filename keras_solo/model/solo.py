@@ -21,6 +21,7 @@ channel k (eq. (3)) as a residual (Sec. 3.4).
 Reference: SOLO, arXiv:1912.04488; the seed paper for attention.
 """
 
+import dataclasses
 import math
 
 import keras
@@ -78,18 +79,6 @@ def head_input_sizes(input_size, levels, head_resize):
     return sizes
 
 
-def split_nms_pre(nms_pre, grids, num_classes):
-    """Splits the candidate budget over levels in proportion to S^2.
-
-    SOLO takes the top `nms_pre` candidates over all levels; with static
-    shapes each level gets a fixed share (at least 1, at most S^2 * C).
-    """
-    cells = [s * s for s in grids]
-    total = sum(cells)
-    shares = [max(1, min(c * num_classes, round(nms_pre * c / total))) for c in cells]
-    return shares
-
-
 @keras.saving.register_keras_serializable(package="keras_solo")
 class SOLO(keras.Model):
     """SOLO with optional CoordConv and grid attention.
@@ -117,17 +106,16 @@ class SOLO(keras.Model):
             vectors are normalised (see `GridAttention`); models saved
             without this key load with "none".
         prior_prob: focal prior of the category bias.
-        scale_ranges: per level (lo, hi) on sqrt(box area) in input pixels.
-        center_sigma: centre region ratio.
-        max_positives: positives kept per level and image.
-        mask_stride: stride of the ground-truth masks the pipeline delivers.
-        focal_alpha, focal_gamma, mask_loss_weight: eq. (4).
-        score_thr, nms_pre, mask_thr, update_thr, max_per_img, nms_kernel,
-            nms_sigma: inference (SOLO reference test_cfg).
-        nms_pool: Matrix NMS IoUs on masks pooled by this factor
-            (`postprocess.decode`); 1 = exact.
-        mask_downsample: inference masks at the finest mask size divided by
-            this (`output_mask_size`); 1 = SOLO's.
+        target_assigner: `targets.SOLOTargetAssigner` (scale ranges, centre
+            region, positives cap, ground-truth mask stride); default its
+            defaults.
+        solo_loss: `losses.SOLOLoss` (eq. (4)); default its defaults.
+        decoder: `postprocess.SOLODecoder` (inference thresholds, Matrix NMS);
+            default its defaults. `decode` reads `self.decoder`: replace it
+            to change inference.
+
+    Files saved before the three parts existed (flat keys such as
+    ``score_thr``) load through `from_config`.
     """
 
     def __init__(
@@ -152,26 +140,16 @@ class SOLO(keras.Model):
         attention_gamma_init=1.0,
         attention_normalize="vector",
         prior_prob=0.01,
-        scale_ranges=((1, 96), (48, 192), (96, 384), (192, 768), (384, 2048)),
-        center_sigma=0.2,
-        max_positives=256,
-        mask_stride=4,
-        focal_alpha=0.25,
-        focal_gamma=2.0,
-        mask_loss_weight=3.0,
-        score_thr=0.1,
-        nms_pre=500,
-        mask_thr=0.5,
-        update_thr=0.05,
-        max_per_img=100,
-        nms_kernel="gaussian",
-        nms_sigma=2.0,
-        nms_pool=1,
-        mask_downsample=1,
+        target_assigner=None,
+        solo_loss=None,
+        decoder=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if len(grids) != len(levels) or len(scale_ranges) != len(levels):
+        self.target_assigner = target_assigner or solo_targets.SOLOTargetAssigner()
+        self.solo_loss = solo_loss or solo_losses.SOLOLoss()
+        self.decoder = decoder or postprocess.SOLODecoder()
+        if len(grids) != len(levels) or len(self.target_assigner.scale_ranges) != len(levels):
             raise ValueError(
                 f"grids {tuple(grids)} and scale_ranges must have one entry per level {tuple(levels)}")
         # === Config ===
@@ -194,22 +172,6 @@ class SOLO(keras.Model):
         self.attention_gamma_init = float(attention_gamma_init)
         self.attention_normalize = normalize_mode(attention_normalize)
         self.prior_prob = prior_prob
-        self.scale_ranges = tuple(tuple(float(v) for v in r) for r in scale_ranges)
-        self.center_sigma = center_sigma
-        self.max_positives = int(max_positives)
-        self.mask_stride = int(mask_stride)
-        self.focal_alpha = focal_alpha
-        self.focal_gamma = focal_gamma
-        self.mask_loss_weight = mask_loss_weight
-        self.score_thr = score_thr
-        self.nms_pre = int(nms_pre)
-        self.mask_thr = mask_thr
-        self.update_thr = update_thr
-        self.max_per_img = int(max_per_img)
-        self.nms_kernel = nms_kernel
-        self.nms_sigma = nms_sigma
-        self.nms_pool = int(nms_pool)
-        self.mask_downsample = int(mask_downsample)
 
         width, height = self.input_size
         self.head_sizes = head_input_sizes(self.input_size, self.levels, head_resize)
@@ -233,8 +195,6 @@ class SOLO(keras.Model):
                               gamma_init=self.attention_gamma_init, normalize=self.attention_normalize,
                               name=f"grid_attention_{i}")
                 for i, s in enumerate(self.grids)]
-        self.nms_pre_per_level = split_nms_pre(self.nms_pre, self.grids, self.num_classes)
-
         # True: masks only for the cells that need them (positives in training,
         # candidates at inference). False (benchmarks only): full S^2 maps.
         self.gather_positive_masks = True
@@ -326,13 +286,8 @@ class SOLO(keras.Model):
 
     def build_targets(self, y):
         width, height = self.input_size
-        return solo_targets.build_targets(
-            y["masks"], y["classes"], y["boxes"], y["ignore"],
-            input_size=(height, width), mask_stride=self.mask_stride, grids=self.grids,
-            mask_sizes=self.mask_sizes, scale_ranges=self.scale_ranges,
-            center_sigma=self.center_sigma,
-            max_positives=tuple(min(self.max_positives, s * s) for s in self.grids),
-            num_classes=self.num_classes)
+        return self.target_assigner(y, input_size=(height, width), grids=self.grids, mask_sizes=self.mask_sizes,
+                                    num_classes=self.num_classes)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras' TF trainer pulls one batch and averages it over the replicas
@@ -355,9 +310,7 @@ class SOLO(keras.Model):
         # Data-parallel training: every replica normalises by the positives of
         # the global batch, so the replicas' summed gradients equal the
         # single-device gradient (Keras sums replica gradients).
-        result = solo_losses.solo_loss(
-            cate_logits, mask_logits, level_targets, alpha=self.focal_alpha,
-            gamma=self.focal_gamma, mask_weight=self.mask_loss_weight, count_reducer=_sum_over_replicas)
+        result = self.solo_loss(cate_logits, mask_logits, level_targets, count_reducer=_sum_over_replicas)
         context = _replica_context()
         replicas = float(context.num_replicas_in_sync) if context is not None else 1.0
         # Trackers average replica values; each holds a 1/replicas share.
@@ -373,7 +326,7 @@ class SOLO(keras.Model):
         return loss
 
     # ------------------------------------------------------------------
-    def candidates(self, outputs, num_per_level=None):
+    def candidates(self, outputs, decoder=None):
         """Top-scoring (cell, class) candidates per level with their masks.
 
         Per level: SOLO's 2x2 point NMS on the category probabilities, the
@@ -386,8 +339,9 @@ class SOLO(keras.Model):
             the finest mask resolution is not above its level's head stride),
             N = sum of per-level shares.
         """
-        num_per_level = num_per_level or self.nms_pre_per_level
-        finest = self.output_mask_size
+        decoder = decoder or self.decoder
+        num_per_level = decoder.per_level(self.grids, self.num_classes)
+        finest = self.output_size_for(decoder)
         width, _ = self.input_size
         scores, labels, valids, masks, min_area = [], [], [], [], []
         for level, k in enumerate(num_per_level):
@@ -396,7 +350,7 @@ class SOLO(keras.Model):
             probs = postprocess.points_nms(ops.sigmoid(cate_logits))
             probs = ops.reshape(probs, (-1, s * s, self.num_classes))
             level_scores, level_labels, cell_index, level_valid = postprocess.select_candidates(
-                probs, score_thr=self.score_thr, k=k)
+                probs, score_thr=decoder.score_thr, k=k)
             with keras.name_scope("masks"):
                 # Straight to the finest mask size (one bilinear resize of the
                 # logits, not the level's 2x and then a second one).
@@ -409,7 +363,7 @@ class SOLO(keras.Model):
             masks.append(probs_l)
             head_stride = width / (wm / 2.0)
             # SOLO's area threshold, in pixels of the finest mask size.
-            min_area.extend([head_stride / self.mask_downsample ** 2] * k)
+            min_area.extend([head_stride / decoder.mask_downsample ** 2] * k)
         return {
             "scores": ops.concatenate(scores, axis=1),
             "labels": ops.concatenate(labels, axis=1),
@@ -418,20 +372,23 @@ class SOLO(keras.Model):
             "min_area": ops.convert_to_tensor(min_area, "float32"),
         }
 
+    def output_size_for(self, decoder):
+        """(H, W) of the masks `decoder` returns: the finest mask size / its mask_downsample."""
+        hm, wm = self.mask_sizes[0]
+        return (hm // decoder.mask_downsample, wm // decoder.mask_downsample)
+
     @property
     def output_mask_size(self):
-        """(H, W) of the masks inference returns: the finest mask size / mask_downsample."""
-        hm, wm = self.mask_sizes[0]
-        return (hm // self.mask_downsample, wm // self.mask_downsample)
+        """(H, W) of the masks inference returns with `self.decoder`."""
+        return self.output_size_for(self.decoder)
 
-    def decode(self, outputs, num_per_level=None, max_per_img=None):
+    def decode(self, outputs, decoder=None):
         """SOLO inference: candidates -> maskness -> Matrix NMS -> top max_per_img.
 
         Args:
             outputs: the dict from `call`.
-            num_per_level: candidates per level (default `nms_pre_per_level`;
-                the export graph passes its top-K split).
-            max_per_img: detections returned (default `self.max_per_img`).
+            decoder: a `SOLODecoder` (default `self.decoder`; the export graph
+                passes one with its top-K budget).
 
         Returns:
             dict: scores (B, K), labels (B, K), masks (B, K, Hm0, Wm0)
@@ -439,13 +396,10 @@ class SOLO(keras.Model):
             (B, K).
         """
         with keras.name_scope("candidates"):
-            cand = self.candidates(outputs, num_per_level=num_per_level)
+            cand = self.candidates(outputs, decoder=decoder)
         with keras.name_scope("nms"):
-            return postprocess.decode(
-                cand["mask_probs"], cand["scores"], cand["labels"], cand["valid"],
-                mask_thr=self.mask_thr, update_thr=self.update_thr,
-                max_per_img=max_per_img or self.max_per_img, kernel=self.nms_kernel, sigma=self.nms_sigma,
-                min_area=cand["min_area"], nms_pool=self.nms_pool)
+            return (decoder or self.decoder)(cand["mask_probs"], cand["scores"], cand["labels"], cand["valid"],
+                                             min_area=cand["min_area"])
 
     def predict_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data
@@ -475,22 +429,9 @@ class SOLO(keras.Model):
             "attention_gamma_init": self.attention_gamma_init,
             "attention_normalize": self.attention_normalize,
             "prior_prob": self.prior_prob,
-            "scale_ranges": [list(r) for r in self.scale_ranges],
-            "center_sigma": self.center_sigma,
-            "max_positives": self.max_positives,
-            "mask_stride": self.mask_stride,
-            "focal_alpha": self.focal_alpha,
-            "focal_gamma": self.focal_gamma,
-            "mask_loss_weight": self.mask_loss_weight,
-            "score_thr": self.score_thr,
-            "nms_pre": self.nms_pre,
-            "mask_thr": self.mask_thr,
-            "update_thr": self.update_thr,
-            "max_per_img": self.max_per_img,
-            "nms_kernel": self.nms_kernel,
-            "nms_sigma": self.nms_sigma,
-            "nms_pool": self.nms_pool,
-            "mask_downsample": self.mask_downsample,
+            "target_assigner": keras.saving.serialize_keras_object(self.target_assigner),
+            "solo_loss": keras.saving.serialize_keras_object(self.solo_loss),
+            "decoder": keras.saving.serialize_keras_object(self.decoder),
         })
         return config
 
@@ -500,7 +441,25 @@ class SOLO(keras.Model):
         for key in ("trainable", "dtype"):
             config.pop(key, None)
         config.setdefault("attention_normalize", "none")  # saved before the option existed: unnormalised
+        for key, (cls_, renames) in _PARTS.items():
+            legacy = {renames.get(k, k): config.pop(k) for k in list(config) if renames.get(k, k) in _fields(cls_)}
+            if key in config:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+            elif legacy:  # saved with flat keys (before the parts existed)
+                config[key] = cls_(**legacy)
         return cls(**config)
+
+
+def _fields(cls):
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+# The model's serialisable parts, and the flat keys files saved before them used.
+_PARTS = {
+    "target_assigner": (solo_targets.SOLOTargetAssigner, {}),
+    "solo_loss": (solo_losses.SOLOLoss, {"mask_loss_weight": "mask_weight"}),
+    "decoder": (postprocess.SOLODecoder, {}),
+}
 
 
 def load_model(path):
