@@ -285,7 +285,7 @@ def test_yolo_errors(yolo, tmp_path):
     with pytest.raises(SoloError, match="split path .*nowhere/images not found"):
         convert_yolo(yolo / "bad.yaml", "train", tmp_path / "o.json")
     (yolo / "train/images/broken.png").write_bytes(b"not an image")
-    with pytest.raises(SoloError, match="broken.png: cannot read image"):
+    with pytest.raises(SoloError, match="broken.png: not a readable image"):
         convert_yolo(yolo / "data.yaml", "train", tmp_path / "o.json")
     out = tmp_path / "exists.json"
     out.write_text("{}")

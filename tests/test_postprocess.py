@@ -353,12 +353,15 @@ def test_rle_encoding_matches_pycocotools():
     from pycocotools import mask as mask_utils
 
     rng = np.random.default_rng(0)
-    shapes = [(1, 1), (1, 7), (9, 1), (3000, 2)] + [tuple(rng.integers(1, 70, 2)) for _ in range(200)]
+    shapes = [(1, 1), (1, 7), (9, 1), (3000, 2), (0, 4)] + [tuple(rng.integers(1, 70, 2)) for _ in range(200)]
     for i, (h, w) in enumerate(shapes):
         mask = rng.random((h, w)) < rng.random()
         if i % 3 == 0:  # a blob: long runs (multi-group counts, negative deltas)
             mask[:] = False
             mask[rng.integers(0, h):, rng.integers(0, w):] = True
+        elif i % 3 == 1:  # sparse: empty columns on both sides of the scanned ones
+            mask &= rng.random((h, w)) < 0.05
+            mask[:, : w // 3] = mask[:, 2 * w // 3 + 1:] = False
         want = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
         got = det.encode_rle(mask)
         assert got == {"size": [int(h), int(w)], "counts": want["counts"].decode("ascii")}, (h, w)

@@ -21,12 +21,11 @@ import os
 import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
 import yaml
 from pycocotools import mask as mask_utils
 
-from keras_solo.runtime.image import IMAGE_READ_FLAGS
+from keras_solo.runtime.image import read_image
 from keras_solo.config import PAPER_CLASSES
 from keras_solo.errors import SoloError, where
 from keras_solo.errors import write_json as atomic_write_json
@@ -294,11 +293,7 @@ def convert_yolo(data_yaml, split, out_json, classes=None, *, crowd_groups=False
     }
     images, annotations = [], []
     for image_id, image_path in enumerate(image_paths, start=1):
-        # As stored, without EXIF rotation, like keras_solo.runtime.image.read_image.
-        image = cv2.imread(str(image_path), IMAGE_READ_FLAGS)
-        if image is None:
-            raise SoloError(f"{image_path}: cannot read image")
-        height, width = image.shape[:2]
+        height, width = read_image(image_path).shape[:2]  # as stored: the package's one reader
         try:
             file_name = image_path.relative_to(base).as_posix()
         except ValueError:

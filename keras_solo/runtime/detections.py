@@ -132,13 +132,29 @@ def to_original(decoded, *, input_size, orig_size, scale, mask_thr=0.5, min_scor
 
 
 def rle_counts(mask):
-    """Column-major run lengths of a 2-D mask, starting with a run of 0s (COCO RLE)."""
-    flat = np.asarray(mask, bool).ravel(order="F")
-    if not flat.size:
-        return np.zeros(0, np.int64)
+    """Column-major run lengths of a 2-D mask, starting with a run of 0s (COCO RLE).
+
+    Only the columns between the first and the last that hold a pixel are
+    scanned; the empty columns around them join the first / last run of 0s.
+    """
+    mask = np.asarray(mask, bool)
+    height, width = mask.shape
+    columns = np.flatnonzero(mask.any(axis=0))
+    if not columns.size:
+        return np.array([height * width], np.int64)
+    x0, x1 = int(columns[0]), int(columns[-1]) + 1
+    flat = mask[:, x0:x1].ravel(order="F")
     bounds = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]])
     counts = np.diff(bounds)
-    return np.concatenate([[0], counts]) if flat[0] else counts
+    if flat[0]:
+        counts = np.concatenate([[0], counts])
+    counts[0] += height * x0
+    trailing = height * (width - x1)
+    if trailing and flat[-1]:  # the crop ends in a 1: the empty columns after it are a new run of 0s
+        counts = np.append(counts, trailing)
+    elif trailing:
+        counts[-1] += trailing
+    return counts.astype(np.int64)
 
 
 def encode_rle(mask):
