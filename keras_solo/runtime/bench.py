@@ -105,19 +105,11 @@ def benchmark(engine, image=None, *, warmup=5, runs=50, min_score=0.3):
     """
     if warmup < 0 or runs < 1:
         raise SoloError(f"--warmup {warmup} / --runs {runs}: need warmup >= 0 and runs >= 1")
-    if image is None:
-        width, height = engine.input_size
-        image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    timings = {"total": [], "preprocess": [], "network": [], "decode": []}
-    found = None
+    image = _test_image(engine, image)
     load_before = _loadavg()
-    for i in range(warmup + runs):
-        if i == warmup:
-            cpu_start = time.process_time()
-        found, timing = engine(image, min_score=min_score)
-        if i >= warmup:
-            for key in timings:
-                timings[key].append(timing[key])
+    time_calls(engine, image, warmup, min_score)
+    cpu_start = time.process_time()
+    found, timings = time_calls(engine, image, runs, min_score)
     cpu_ms = 1000.0 * (time.process_time() - cpu_start) / runs
     meta = engine.meta or {}
     size = os.path.getsize(engine.path)
@@ -139,7 +131,7 @@ def benchmark(engine, image=None, *, warmup=5, runs=50, min_score=0.3):
         # contention-independent cost, where latency depends on what else runs on the cores.
         "cpu_ms_per_run": round(cpu_ms, 2),
         "loadavg_1m": [load_before, _loadavg()],  # of the machine, before and after the runs
-        "detections": int(len(found["scores"])) if found is not None else 0,
+        "detections": int(len(found["scores"])),
         "min_score": min_score,
         "peak_rss_mb": peak_rss_mb(),
         "model_size_mb": round(size / 2**20, 3),
@@ -148,6 +140,25 @@ def benchmark(engine, image=None, *, warmup=5, runs=50, min_score=0.3):
         result["gflops"] = meta["gflops"]
         result["achieved_gflops_per_s"] = round(meta["gflops"] / (result["network_ms"]["p50"] / 1000.0), 1)
     return result
+
+
+def _test_image(engine, image):
+    """`image`, or a fixed-seed random image of the engine's input size."""
+    if image is not None:
+        return image
+    width, height = engine.input_size
+    return np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def time_calls(engine, image, runs, min_score):
+    """`runs` calls of the engine: (the last detections, {part: [seconds per call]})."""
+    timings = {"total": [], "preprocess": [], "network": [], "decode": []}
+    found = None
+    for _ in range(runs):
+        found, timing = engine(image, min_score=min_score)
+        for key in timings:
+            timings[key].append(timing[key])
+    return found, timings
 
 
 def _peer_session(path, threads):
@@ -177,9 +188,7 @@ def compare(engine, peers, image=None, *, rounds=3, warmup=10, runs=100, min_sco
     """
     if rounds < 1 or runs < 1 or warmup < 0:
         raise SoloError("--rounds and --runs must be >= 1, --warmup >= 0")
-    if image is None:
-        width, height = engine.input_size
-        image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    image = _test_image(engine, image)
     sessions = {os.path.basename(p): _peer_session(p, engine.threads) for p in peers}
     for _ in range(warmup):
         found, _ = engine(image, min_score=min_score)
@@ -188,12 +197,9 @@ def compare(engine, peers, image=None, *, rounds=3, warmup=10, runs=100, min_sco
     load_before = _loadavg()
     results = []
     for _ in range(rounds):
-        parts = {"total": [], "network": [], "decode": []}
-        for _ in range(runs):
-            found, timing = engine(image, min_score=min_score)
-            for key in parts:
-                parts[key].append(timing[key])
-        row = {"ours": {k: percentiles_ms(v)["p50"] for k, v in parts.items()}, "peers": {}, "ratio": {}}
+        found, parts = time_calls(engine, image, runs, min_score)
+        row = {"ours": {k: percentiles_ms(parts[k])["p50"] for k in ("total", "network", "decode")}, "peers": {},
+               "ratio": {}}
         for name, (session, feed, _) in sessions.items():
             times = []
             for _ in range(runs):
