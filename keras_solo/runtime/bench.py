@@ -14,6 +14,7 @@ import numpy as np
 from keras_solo.errors import SoloError
 from keras_solo.runtime.engine import onnx_session
 from keras_solo.runtime.image import read_image
+from keras_solo.runtime.sources import progress_bar
 
 
 def inference_on_dataset(engine, items, on_image, *, min_score=0.0, progress=True):
@@ -31,14 +32,7 @@ def inference_on_dataset(engine, items, on_image, *, min_score=0.0, progress=Tru
         dict: seconds per image of preprocess / network / decode (means) and images.
     """
     totals = {"preprocess": 0.0, "network": 0.0, "decode": 0.0}
-    bar = None
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(items), desc="evaluate", unit="img")
-        except ImportError:
-            pass
+    bar = progress_bar(len(items), "evaluate", "img", progress)
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(read_image, items[0][1]) if len(items) else None
         for index, (image_id, _) in enumerate(items):
@@ -49,10 +43,8 @@ def inference_on_dataset(engine, items, on_image, *, min_score=0.0, progress=Tru
             on_image(image_id, found)
             for key in totals:
                 totals[key] += timing[key]
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+            bar.update(1)
+    bar.close()
     count = max(1, len(items))
     return {**{key: value / count for key, value in totals.items()}, "images": len(items)}
 

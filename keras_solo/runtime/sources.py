@@ -91,21 +91,23 @@ def video_ended_early(path, read, expected, limit=0):
     return None
 
 
-def _progress(total, unit, enabled):
+def progress_bar(total, desc, unit, enabled=True):
+    """A tqdm bar, or a silent stand-in when disabled or tqdm is not installed (optional on a device)."""
     try:
-        from tqdm import tqdm  # optional on a device
+        from tqdm import tqdm
     except ImportError:
         enabled = False
-    if not enabled:
-        class _Silent:
-            def update(self, n=1):
-                pass
+    if enabled:
+        return tqdm(total=total or None, desc=desc, unit=unit)
 
-            def close(self):
-                pass
+    class Silent:
+        def update(self, n=1):
+            pass
 
-        return _Silent()
-    return tqdm(total=total or None, desc="predict", unit=unit)
+        def close(self):
+            pass
+
+    return Silent()
 
 
 def _image_frames(paths):
@@ -146,7 +148,8 @@ def predict_source(engine, kind, sources, out, *, score_thr=0.3, limit=0, progre
                                  capture.get(cv2.CAP_PROP_FPS) or 25.0, (w, h))
         base = os.path.basename(sources)
         frames = ((f"{base}#{i}", None, rgb) for i, rgb in _video_frames(capture, first, limit))
-    bar = _progress(min(count, limit) if limit and count else count, "img" if writer is None else "frame", progress)
+    bar = progress_bar(min(count, limit) if limit and count else count, "predict", "img" if writer is None else "frame",
+                       progress)
     try:
         for source, overlay_name, image in frames:
             found, timing = engine(image, min_score=score_thr)
