@@ -16,5 +16,4 @@ from keras_solo.runtime.sources import next_run_dir
 def predict_command(args):
     if args.out is None:  # like ultralytics: a fresh numbered folder, never an earlier one
         args.out = next_run_dir(os.path.join("runs", "predict"))
-    args.progress = True
-    run_predict(lambda: load_engine(args.model, threads=getattr(args, "threads", None)), args)
+    run_predict(lambda: load_engine(args.model, threads=args.threads), args, progress=True)

@@ -85,13 +85,13 @@ def run_benchmark(engine, args):
     return result
 
 
-def predict_command(engine_factory, args):
+def predict_command(engine_factory, args, *, progress=False):
     """Checks the source and --out before the engine is made, then runs the one loop."""
     kind, sources = list_sources(args.source)
     prepare_out_dir(args.out, args.overwrite, sources if kind == "images" else [sources])
     engine = engine_factory()
     records, times = predict_source(engine, kind, sources, args.out, score_thr=args.score, limit=args.limit,
-                                    progress=getattr(args, "progress", False))
+                                    progress=progress)
     fps = len(times) / sum(times) if times else 0.0
     count = sum(len(r["instances"]) for r in records)
     print(f"predicted {len(records)} {'images' if kind == 'images' else 'frames'} ({count} instances, "
