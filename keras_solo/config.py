@@ -174,11 +174,13 @@ class TrainConfig:
     mask_loss_weight: float = 3.0  # lambda of eq. (4) (SOLO reference)
     # Backbone layers up to this feature stay fixed ("none" | "C2".."C5"), and its
     # BatchNorm trains or runs frozen ("train" | "frozen"), as detectron2's
-    # FREEZE_AT=2 + FrozenBN and the SOLO reference's frozen_stages=1 + norm_eval;
-    # "auto" = C2 / frozen for a pretrained backbone, none / train from scratch.
-    # 1.8x faster training on the edge preset, but worse there on Cityscapes
-    # (val loss and val_all AP), so off by default: docs/RESULTS.md.
-    freeze_backbone: str = "none"
+    # FREEZE_AT=2 + FrozenBN and the SOLO reference's frozen_stages=1 + norm_eval.
+    # "auto": C2 fixed (freeze_backbone) / BatchNorm frozen (backbone_norm) for a
+    # pretrained backbone, nothing from scratch. Default: C2 fixed for a pretrained
+    # backbone with its BatchNorm training (1.37x the images/s on the edge preset,
+    # the same val loss and val_all AP within run-to-run noise); the frozen
+    # BatchNorm (1.7x) is worse there on Cityscapes: docs/RESULTS.md.
+    freeze_backbone: str = "auto"
     backbone_norm: str = "train"
     mixed_precision: bool = False
     strategy: str = "default"  # default | mirrored | multi_worker (TF_CONFIG)
