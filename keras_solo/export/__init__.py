@@ -8,7 +8,7 @@
 
 `FORMATS` (`keras_solo.runtime.formats`) lists each format's suffix and quant
 modes. Every export writes, next to the model file, a sidecar `MODEL.json`
-(e.g. `best_int8.tflite.json`) with what the TF-free runner needs (input
+(e.g. `best_int8.tflite.json`) with what the TF-free runtime needs (input
 size, class names, thresholds, output names and shapes) plus the resolved
 export config, the model config, the op precision report and the graph's
 GFLOPs. Files are written under a temporary name and renamed; an existing

@@ -30,7 +30,7 @@ def calibration_images(coco, input_size, num_images, *, seed=0):
     """Yields up to ``num_images`` (1, H, W, 3) float32 images for int8 calibration.
 
     Drawn through the project's own pipeline (`build_dataset(training=False)`,
-    shuffled with ``seed``): the same letterbox the runner applies.
+    shuffled with ``seed``): the same letterbox the runtime applies.
     """
     from keras_solo.data.pipeline import build_dataset
 

@@ -76,7 +76,7 @@ def convert_tflite(saved_model_dir, quant, *, calibration=None):
 
 
 def check_tflite_loads(model_bytes, quant):
-    """Loads a converted flatbuffer in LiteRT (with XNNPACK, as the runner does).
+    """Loads a converted flatbuffer in LiteRT (with XNNPACK, as the runtime does).
 
     Raises:
         SoloError: the runtime rejects the model. Seen with int8 on an

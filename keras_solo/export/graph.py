@@ -18,12 +18,12 @@ in proportion to S_l^2), `N = sum(K_l)`, `D = min(N, model.decoder.max_per_img)`
 Every shape is static and time and memory do not grow with S^2.
 
 - Input float32 RGB 0..255, not uint8: it is the model's own contract, the
-  runner letterboxes into a float buffer anyway, and an int8 model then keeps
+  runtime letterboxes into a float buffer anyway, and an int8 model then keeps
   one QUANTIZE at the input instead of a CAST + QUANTIZE.
 - Matrix NMS and top-K run in the graph: every op of `postprocess.decode`
   converts to TFLite builtins (TOPK_V2, GATHER, BATCH_MATMUL, SELECT_V2, EXP,
   REDUCE_MIN ...) and to ONNX opset 17. Only undoing the letterbox (resize to
-  the original image, threshold) runs in the runner, in numpy + cv2
+  the original image, threshold) runs in the runtime, in numpy + cv2
   (`keras_solo.runtime.detections.to_original`).
 
 Reference: SOLO, arXiv:1912.04488; SOLOv2 (Matrix NMS), arXiv:2003.10152.
