@@ -176,11 +176,10 @@ class TrainConfig:
     # BatchNorm trains or runs frozen ("train" | "frozen"), as detectron2's
     # FREEZE_AT=2 + FrozenBN and the SOLO reference's frozen_stages=1 + norm_eval.
     # "auto": C2 fixed (freeze_backbone) / BatchNorm frozen (backbone_norm) for a
-    # pretrained backbone, nothing from scratch. Default: C2 fixed for a pretrained
-    # backbone with its BatchNorm training (1.37x the images/s on the edge preset,
-    # the same val loss and val_all AP within run-to-run noise); the frozen
-    # BatchNorm (1.7x) is worse there on Cityscapes: docs/RESULTS.md.
-    freeze_backbone: str = "auto"
+    # pretrained backbone, nothing from scratch. Off by default: on the edge preset
+    # C2 fixed alone gives 1.37x the images/s and the frozen BatchNorm 1.7x, but
+    # both end with a higher validation loss on Cityscapes (2 seeds): docs/RESULTS.md.
+    freeze_backbone: str = "none"
     backbone_norm: str = "train"
     mixed_precision: bool = False
     strategy: str = "default"  # default | mirrored | multi_worker (TF_CONFIG)

@@ -117,13 +117,13 @@ def test_attention_normalize_choices():
         load_config(None, ["model.attention_normalize=true"])
 
 
-def test_backbone_freezing_default_and_auto_follow_the_weights():
-    """Default: C2 fixed for a pretrained backbone with its BatchNorm training; nothing from scratch."""
+def test_backbone_freezing_is_off_by_default_and_auto_follows_the_weights():
     from keras_solo.builders import training_freeze
 
-    assert training_freeze(load_config(None)) == ("none", False)  # the default backbone is from scratch
-    assert training_freeze(load_config(None, ["model.backbone_weights=imagenet"])) == ("C2", False)
-    assert training_freeze(load_config(os.path.join(ROOT, "training", "edge.yaml"))) == ("C2", False)
+    assert training_freeze(load_config(None)) == ("none", False)
+    assert training_freeze(load_config(os.path.join(ROOT, "training", "edge.yaml"))) == ("none", False)
+    assert training_freeze(load_config(None, ["train.freeze_backbone=auto", "model.backbone_weights=imagenet"])) \
+        == ("C2", False)
     auto = ["train.freeze_backbone=auto", "train.backbone_norm=auto"]
     assert training_freeze(load_config(None, auto + ["model.backbone_weights=imagenet"])) == ("C2", True)
     assert training_freeze(load_config(None, auto + ["model.backbone_weights=none"])) == ("none", False)
