@@ -34,6 +34,7 @@ import os
 import keras
 
 from keras_solo.errors import SoloError
+from keras_solo.model.batch_norm import with_batch_norm
 from keras_solo.model.efficientnet_lite import (conv_kernel_initializer, efficientnet_lite0_features,
                                                 imagenet_weights_path, load_torch_weights)
 from keras_solo.model.layers import ConvNormAct, ImageNormalize
@@ -191,6 +192,7 @@ def build_backbone(name, *, input_shape=(None, None, 3), weights="none"):
     features = _BACKBONES[name](image, keras_weights)
     backbone = keras.Model(inputs=image, outputs={key: features[key] for key in FEATURE_NAMES},
                            name=f"{name}_backbone")
+    backbone = with_batch_norm(backbone)  # keras.applications' BatchNormalization -> the fused-kernel one
     if weights_path is not None:
         try:
             backbone.load_weights(weights_path)
