@@ -177,8 +177,9 @@ class TrainConfig:
     # FREEZE_AT=2 + FrozenBN and the SOLO reference's frozen_stages=1 + norm_eval.
     # "auto": C2 fixed (freeze_backbone) / BatchNorm frozen (backbone_norm) for a
     # pretrained backbone, nothing from scratch. Off by default: on the edge preset
-    # C2 fixed alone gives 1.37x the images/s and the frozen BatchNorm 1.7x, but
-    # both end with a higher validation loss on Cityscapes (2 seeds): docs/RESULTS.md.
+    # C2 fixed alone gives 1.2x the images/s (1.37x before BatchNorm ran on the fused
+    # kernel) and the frozen BatchNorm more, but both end with a higher validation
+    # loss on Cityscapes (2 seeds): docs/RESULTS.md.
     freeze_backbone: str = "none"
     backbone_norm: str = "train"
     mixed_precision: bool = False

@@ -1,4 +1,4 @@
-"""keras_solo.model.batch_norm: BatchNorm trains on TensorFlow's fused kernel
+"""keras_solo.model.batch_norm: its BatchNormalization trains on TensorFlow's fused kernel
 with Keras' mathematics, and falls back to Keras' code where it cannot."""
 
 import keras
@@ -9,17 +9,18 @@ from keras import ops
 from test_layers import assert_keras_roundtrip
 
 from keras_solo.model.backbone import build_backbone
-from keras_solo.model.batch_norm import BatchNorm, with_batch_norm
+from keras_solo.model import batch_norm
+from keras_solo.model.batch_norm import with_batch_norm
 from keras_solo.model.heads import SOLOHead
 
 SHAPE = (3, 7, 9, 5)
 
 
 def _pair(momentum=0.9, epsilon=1e-3, **kwargs):
-    """A Keras BatchNormalization and a BatchNorm with the same random weights and statistics."""
+    """Keras' BatchNormalization and ours with the same random weights and statistics."""
     rng = np.random.default_rng(1)
     layers = [keras.layers.BatchNormalization(momentum=momentum, epsilon=epsilon, **kwargs),
-              BatchNorm(momentum=momentum, epsilon=epsilon, **kwargs)]
+              batch_norm.BatchNormalization(momentum=momentum, epsilon=epsilon, **kwargs)]
     values = None
     for layer in layers:
         layer.build(SHAPE)
@@ -85,14 +86,14 @@ def test_fallbacks_equal_keras(case):
 
 
 def test_mixed_precision_returns_the_compute_dtype():
-    layer = BatchNorm(dtype="mixed_bfloat16")
+    layer = batch_norm.BatchNormalization(dtype="mixed_bfloat16")
     y = layer(ops.cast(_data()[0], "bfloat16"), training=True)
     assert y.dtype == tf.bfloat16
     assert layer.moving_mean.dtype == "float32"
 
 
 def test_saved_and_loaded(tmp_path):
-    assert_keras_roundtrip(tmp_path, BatchNorm(momentum=0.5, epsilon=1e-4), SHAPE[1:], _data()[0])
+    assert_keras_roundtrip(tmp_path, batch_norm.BatchNormalization(momentum=0.5, epsilon=1e-4), SHAPE[1:], _data()[0])
 
 
 def test_with_batch_norm_swaps_keras_applications_layers_and_keeps_the_function():
@@ -101,7 +102,7 @@ def test_with_batch_norm_swaps_keras_applications_layers_and_keeps_the_function(
     count = sum(type(layer) is keras.layers.BatchNormalization for layer in original.layers)
     converted = with_batch_norm(original)
     assert count > 0
-    assert sum(type(layer) is BatchNorm for layer in converted.layers) == count
+    assert sum(type(layer) is batch_norm.BatchNormalization for layer in converted.layers) == count
     assert not any(type(layer) is keras.layers.BatchNormalization for layer in converted.layers)
     assert [layer.name for layer in converted.layers][1:] == [layer.name for layer in original.layers][1:]
     x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
@@ -114,11 +115,41 @@ def test_with_batch_norm_swaps_keras_applications_layers_and_keeps_the_function(
 def test_every_backbone_trains_on_the_fused_kernel(name):
     backbone = build_backbone(name, input_shape=(64, 64, 3))
     norms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert norms and all(type(layer) is BatchNorm for layer in norms)
+    assert norms and all(type(layer) is batch_norm.BatchNormalization for layer in norms)
     assert backbone.layers[0].name == "image" and backbone.name == f"{name}_backbone"
 
 
 def test_the_heads_per_level_norms_are_batch_norm():
     head = SOLOHead(num_classes=2, grids=(8, 4), head_convs=2, head_channels=8, norm_groups=4, norm="batch")
     norms = head.cate_norms + head.mask_norms
-    assert len(norms) == 8 and all(type(layer) is BatchNorm for layer in norms)
+    assert len(norms) == 8 and all(type(layer) is batch_norm.BatchNormalization for layer in norms)
+
+
+def test_a_file_saved_with_keras_batch_normalization_loads(tmp_path, monkeypatch):
+    """A `.keras` file addresses weights by class name: a model saved before
+    this layer existed (Keras' BatchNormalization in the heads) loads into it."""
+    import types
+
+    from helpers import tiny_config
+
+    from keras_solo import builders
+    from keras_solo.model import heads
+
+    config = tiny_config(None, "model.head_norm=batch")
+    monkeypatch.setattr(heads, "batch_norm", types.SimpleNamespace(BatchNormalization=keras.layers.BatchNormalization))
+    old = builders.build_model(config)
+    monkeypatch.undo()
+    x = np.random.default_rng(0).uniform(0, 255, (1, 64, 128, 3)).astype("float32")
+    old(x)
+    norms = [layer for layer in old._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(type(layer) is keras.layers.BatchNormalization for layer in norms)
+    rng = np.random.default_rng(1)
+    for layer in norms:
+        for weight in layer.weights:
+            weight.assign(rng.uniform(0.5, 1.5, size=weight.shape).astype("float32"))
+    old.save(str(tmp_path / "old.keras"))
+    loaded = keras.saving.load_model(str(tmp_path / "old.keras"))
+    new_norms = [layer for layer in loaded._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(new_norms) == len(norms) and all(type(layer) is batch_norm.BatchNormalization for layer in new_norms)
+    for want, got in zip(keras.tree.flatten(old(x)), keras.tree.flatten(loaded(x))):
+        np.testing.assert_allclose(ops.convert_to_numpy(got), ops.convert_to_numpy(want), rtol=1e-5, atol=1e-5)

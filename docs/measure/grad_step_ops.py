@@ -1,4 +1,4 @@
-"""Per-op time of one forward+backward step (TF profiler, xplane parsed here): python docs/measure/grad_step_ops.py."""
+"""Per-op time of one forward+backward step (TF profiler, xplane parsed here): python docs/measure/grad_step_ops.py [frozen|none] (default frozen: C2 fixed, BatchNorm frozen; none: nothing fixed)."""
 import os, sys, time, glob, collections
 import numpy as np
 import tensorflow as tf
@@ -14,7 +14,8 @@ x, y = next(iter(ds))
 model = builders.build_model(cfg)
 model(x)
 from keras_solo.model.backbone import freeze_backbone
-freeze_backbone(model.backbone, "C2", frozen_norm=True)  # stem + blocks 0-2 fixed, BatchNorm frozen
+if (sys.argv[1] if len(sys.argv) > 1 else "frozen") == "frozen":
+    freeze_backbone(model.backbone, "C2", frozen_norm=True)  # stem + blocks 0-2 fixed, BatchNorm frozen
 @tf.function
 def grads(x, y):
     with tf.GradientTape() as tape:

@@ -3,9 +3,9 @@
 Keras 3's `BatchNormalization` trains with separate ops: the batch moments
 (mean, squared difference, mean), then the normalisation, and their
 gradients (tiles, sums, multiplies): about a dozen passes over every
-activation. On the TensorFlow backend `BatchNorm` computes the same thing
-with one `FusedBatchNormV3` forward and one gradient kernel (oneDNN on CPU,
-cuDNN on GPU):
+activation. On the TensorFlow backend this module's `BatchNormalization`
+computes the same thing with one `FusedBatchNormV3` forward and one gradient
+kernel (oneDNN on CPU, cuDNN on GPU):
 
     mean = E[x],  var = E[(x - mean)^2]        over batch, height, width
     y = gamma * (x - mean) / sqrt(var + epsilon) + beta
@@ -16,7 +16,9 @@ The kernel returns the unbiased variance `var * n / (n - 1)`; it is scaled
 back, so the moving variance is the biased one Keras keeps. Everything else
 (inference, masks, renorm, synchronized statistics, other ranks or axes,
 epsilon below the kernel's 1.001e-5, other backends) is Keras' own code, so
-the layer is a drop-in: same weights, same config, same exported graph.
+the layer is a drop-in: same weights, same config, same exported graph. It
+keeps Keras' class name because a `.keras` file addresses weights by the
+snake-cased class name of each layer: files saved with Keras' layer load.
 
 This is the one layer that calls TensorFlow directly (`keras.ops` has no
 fused batch norm); the import is lazy and only on the TensorFlow backend.
@@ -31,7 +33,7 @@ FUSED_MIN_EPSILON = 1.001e-5
 
 
 @keras.saving.register_keras_serializable(package="keras_solo")
-class BatchNorm(keras.layers.BatchNormalization):
+class BatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` trained on TensorFlow's fused kernel.
 
     Same arguments, weights and outputs as the Keras layer; see the module
@@ -65,14 +67,14 @@ class BatchNorm(keras.layers.BatchNormalization):
 
 def with_batch_norm(model):
     """A copy of a functional `model` whose `keras.layers.BatchNormalization`
-    layers are `BatchNorm` (for `keras.applications` backbones); the weights
+    layers are this module's (for `keras.applications` backbones); the weights
     are copied, every other layer is rebuilt from its config."""
     if not any(type(layer) is keras.layers.BatchNormalization for layer in model.layers):
         return model
 
     def clone(layer):
         if type(layer) is keras.layers.BatchNormalization:
-            return BatchNorm.from_config(layer.get_config())
+            return BatchNormalization.from_config(layer.get_config())
         return layer.__class__.from_config(layer.get_config())
 
     copy = keras.models.clone_model(model, clone_function=clone)

@@ -58,7 +58,7 @@ import keras
 import numpy as np
 
 from keras_solo.errors import SoloError
-from keras_solo.model.batch_norm import BatchNorm
+from keras_solo.model import batch_norm
 from keras_solo.model.layers import ImageNormalize
 from keras_solo.model.pth import load_state_dict
 
@@ -109,7 +109,7 @@ def _conv_bn(x, filters, kernel_size, strides, name, activation=True, depthwise=
     else:
         x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
                                 kernel_initializer=conv_kernel_initializer(), name=f"{name}_conv")(x)
-    x = BatchNorm(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    x = batch_norm.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     if activation:
         x = keras.layers.Activation("relu6", name=f"{name}_relu6")(x)  # TFLite RELU6, fused into the conv
     return x

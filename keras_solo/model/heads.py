@@ -38,7 +38,7 @@ import math
 import keras
 from keras import ops
 
-from keras_solo.model.batch_norm import BatchNorm
+from keras_solo.model import batch_norm
 from keras_solo.model.layers import ConvNormAct, CoordConcat, _static_hw
 
 NORMS = ("group", "batch")
@@ -108,7 +108,7 @@ class SOLOHead(keras.layers.Layer):
         def level_norms(prefix):  # index level * head_convs + i
             if group:
                 return []
-            return [BatchNorm(dtype=self.dtype_policy, name=f"{prefix}_bn_{level}_{i}")
+            return [batch_norm.BatchNormalization(dtype=self.dtype_policy, name=f"{prefix}_bn_{level}_{i}")
                     for level in range(len(grids)) for i in range(head_convs)]
 
         self.cate_convs = tower("cate")
