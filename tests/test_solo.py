@@ -227,7 +227,7 @@ def test_overfits_four_images(tiny_data):
     config = tiny_config(tiny_data, "train.batch_size=4", "train.learning_rate=0.003",
                          "train.base_batch_size=4", "train.warmup_steps=10", "train.schedule=constant",
                          "train.weight_decay=0.0", "model.head_convs=2", "model.head_channels=32",
-                         "train.clipnorm=0")
+                         "train.clipnorm=0", "model.head_norm={head_norm}")
     coco = builders.load_split(config, "train")
     coco.records[:] = [r for r in coco.records if r.annotations][:4]
     keras.utils.set_random_seed(0)
@@ -256,7 +256,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     from keras_solo.train import build_optimizer
     config = tiny_config({data!r}, "train.batch_size=4", "train.base_batch_size=4", "train.warmup_steps=0",
                          "train.schedule=constant", "train.optimizer=sgd", "train.learning_rate=0.01",
-                         "train.clipnorm=0")
+                         "train.clipnorm=0", "model.head_norm={head_norm}")
     coco = builders.load_split(config, "train")
     rec = [r for r in coco.records if r.annotations][0]
     coco.records[:] = [rec] * 8   # identical images: per-replica and global losses agree exactly
@@ -277,8 +277,9 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_mirrored_strategy_matches_single_device(tiny_data):
-    script = MIRRORED_SCRIPT.format(root=ROOT, data=tiny_data)
+@pytest.mark.parametrize("head_norm", ["group", "batch"])  # batch: BatchNorm's fused kernel per replica
+def test_mirrored_strategy_matches_single_device(tiny_data, head_norm):
+    script = MIRRORED_SCRIPT.format(root=ROOT, data=tiny_data, head_norm=head_norm)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
