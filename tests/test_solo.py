@@ -227,7 +227,7 @@ def test_overfits_four_images(tiny_data):
     config = tiny_config(tiny_data, "train.batch_size=4", "train.learning_rate=0.003",
                          "train.base_batch_size=4", "train.warmup_steps=10", "train.schedule=constant",
                          "train.weight_decay=0.0", "model.head_convs=2", "model.head_channels=32",
-                         "train.clipnorm=0", "model.head_norm={head_norm}")
+                         "train.clipnorm=0")
     coco = builders.load_split(config, "train")
     coco.records[:] = [r for r in coco.records if r.annotations][:4]
     keras.utils.set_random_seed(0)
