@@ -1,8 +1,8 @@
 #!/bin/bash
-# One fixed batch of the edge preset, nothing fixed: s/step before (a worktree at OLD, default b369e48)
+# One fixed batch of the edge preset, nothing fixed: s/step before (a worktree at OLD_WORKTREE: b369e48)
 # and after the fused-kernel BatchNorm, two interleaved rounds; then the per-op profile of each.
-#   PATH=$PWD/.venv/bin:$PATH bash docs/measure/fused_bn_step.sh [OLD_WORKTREE]
-OLD=${1:-/work/wt_old}
+#   PATH=$PWD/.venv/bin:$PATH bash docs/measure/fused_bn_step.sh OLD_WORKTREE
+OLD=${1:?give the worktree of the code before}
 NEW=$PWD
 for round in 1 2; do
   for tree in "$OLD" "$NEW"; do

@@ -1,9 +1,9 @@
 #!/bin/bash
 # Edge preset training images/s (keras-solo profile --throughput 40, the measure), interleaved
-# rounds: the code before the fused-kernel BatchNorm (a worktree at OLD, default b369e48) vs this
+# rounds: the code before the fused-kernel BatchNorm (a worktree at OLD_WORKTREE: b369e48) vs this
 # checkout, nothing fixed (the default), and this checkout with C2 fixed (BatchNorm training).
-#   PATH=$PWD/.venv/bin:$PATH bash docs/measure/throughput_fused_bn.sh [OLD_WORKTREE]
-OLD=${1:-/work/wt_old}
+#   PATH=$PWD/.venv/bin:$PATH bash docs/measure/throughput_fused_bn.sh OLD_WORKTREE
+OLD=${1:?give the worktree of the code before}
 NEW=$PWD
 run() {  # folder, freeze_backbone
   (cd "$1" && PYTHONPATH="$1" python -m keras_solo.cli profile --config training/edge.yaml --throughput 40 \
