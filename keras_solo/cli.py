@@ -95,10 +95,13 @@ def cmd_train(args):
 
     config = load_config(args.config, args.set)
     out = args.out or os.path.join("runs", os.path.splitext(os.path.basename(args.config or "default"))[0])
-    from keras_solo.train import train
+    from keras_solo.train import train, writes_run_folder
 
     train(config, out, overwrite=args.overwrite, resume=True)
-    print(f"training done: {out} (best.keras, last.keras, log.csv, loss_curve.png)")
+    if writes_run_folder(config.train.strategy, os.environ.get("TF_CONFIG")):
+        print(f"training done: {out} (best.keras, last.keras, log.csv, loss_curve.png)")
+    else:
+        print(f"this worker's training is done; the chief wrote the run folder {out}")
 
 
 def cmd_evaluate(args):

@@ -154,11 +154,24 @@ def is_chief(strategy):
     "chief" task, or worker 0 of a cluster without one (TensorFlow's rule)."""
     resolver = getattr(strategy, "cluster_resolver", None) if strategy is not None else None
     cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
-    if not cluster:
+    return _chief_rule(cluster, resolver.task_type if cluster else None, resolver.task_id if cluster else None)
+
+
+def writes_run_folder(strategy_name, tf_config):
+    """:func:`is_chief` without a strategy, from the strategy's name and the
+    TF_CONFIG text (checked by :func:`check_tf_config` when training began)."""
+    import json
+
+    if strategy_name != "multi_worker" or not tf_config:
         return True
-    if resolver.task_type == "chief":
+    value = json.loads(tf_config)
+    return _chief_rule(value["cluster"], value["task"]["type"], int(value["task"]["index"]))
+
+
+def _chief_rule(cluster, task_type, task_id):
+    if not cluster or task_type == "chief":
         return True
-    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
+    return task_type == "worker" and task_id == 0 and "chief" not in cluster
 
 
 def _logs_as_vectors(model):

@@ -68,6 +68,9 @@ def test_two_workers_train_one_run_folder(synthetic, tmp_path):
     outputs, scratch = _run_workers(synthetic, run, tmp_path, epochs=2)
     for output in outputs:
         assert "Epoch 2/2" in output, output[-2000:]
+    # Worker 0 is the chief (no "chief" task in the cluster): it alone says it wrote the run.
+    assert f"training done: {run} (" in outputs[0], outputs[0][-2000:]
+    assert "training done: " not in outputs[1] and "the chief wrote the run folder" in outputs[1], outputs[1][-2000:]
     # One run folder, as a single process writes it; the other worker's files are gone.
     models = sorted(path.name for path in run.rglob("*.keras"))
     assert models == ["best.keras", "last.keras"], models
@@ -108,6 +111,22 @@ def test_two_workers_resume_an_unfinished_run(synthetic, tmp_path):
         assert "Epoch 2/2" in output and "Epoch 1/2" not in output, output[-2000:]
     assert _log_epochs(run) == [0, 1]
     assert (run / "DONE").exists()
+
+
+def test_writes_run_folder_follows_tensorflow_chief_rule():
+    from keras_solo.train import writes_run_folder
+
+    def spec(cluster, kind, index):
+        return json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}})
+
+    workers = {"worker": ["a:1", "b:2"]}
+    with_chief = {"chief": ["c:3"], "worker": ["a:1", "b:2"]}
+    assert writes_run_folder("default", spec(workers, "worker", 1))  # TF_CONFIG only counts for multi_worker
+    assert writes_run_folder("multi_worker", None)  # unset: one local worker
+    assert writes_run_folder("multi_worker", spec(workers, "worker", 0))
+    assert not writes_run_folder("multi_worker", spec(workers, "worker", 1))
+    assert writes_run_folder("multi_worker", spec(with_chief, "chief", 0))
+    assert not writes_run_folder("multi_worker", spec(with_chief, "worker", 0))
 
 
 def test_bad_tf_config_is_one_line():
