@@ -178,6 +178,34 @@ def test_load_example_matches_dataset_and_eval_ignores_epoch(dataset):
         np.testing.assert_array_equal(targets[key][0], value)
 
 
+def test_pydataset_gives_the_tf_data_examples(dataset):
+    """The loader for backends without TensorFlow: in training the same examples per pass (each
+    image with that pass's augmentation; the order within a pass is drawn differently), passes
+    back to back; in evaluation the same batches in order, the last one partial."""
+    from keras_solo.data.loader import SoloPyDataset
+
+    def passes(batches):
+        """[{image_id: (image, targets)} of pass 0, ... of pass 1]: 3 images, so 3 elements a pass."""
+        examples = [(int(targets["image_info"][b, 3]), (images[b], {k: v[b] for k, v in targets.items()}))
+                    for images, targets in batches for b in range(len(images))]
+        return [dict(examples[:3]), dict(examples[3:6])]
+
+    options = dict(image_size=SIZE, seed=5, scale_jitter=(0.7, 1.3), max_instances=8)
+    ds = build_dataset(dataset, batch_size=2, training=True, repeat=True, **options)
+    loader = SoloPyDataset(dataset, batch_size=2, training=True, steps=3, **options)
+    expected, actual = passes(_batches(ds.take(3))), passes([loader[index] for index in range(3)])
+    for want, got in zip(expected, actual):
+        assert sorted(got) == sorted(want) == [1, 2, 3]
+        for image_id in want:
+            tf.nest.map_structure(np.testing.assert_array_equal, got[image_id], want[image_id])
+    assert not np.array_equal(actual[0][1][0], actual[1][1][0])  # another pass, another augmentation
+    evaluation = SoloPyDataset(dataset, batch_size=2, training=False, image_size=SIZE)
+    expected = _batches(build_dataset(dataset, batch_size=2, image_size=SIZE))
+    assert len(evaluation) == len(expected) == 2
+    for index, batch in enumerate(expected):
+        tf.nest.map_structure(np.testing.assert_array_equal, evaluation[index], batch)
+
+
 def test_repeat_and_steps_per_epoch(dataset):
     assert steps_per_epoch(dataset, 2) == 2
     assert steps_per_epoch(dataset, 2, drop_remainder=True) == 1

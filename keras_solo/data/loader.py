@@ -15,6 +15,7 @@ the ``tf.data`` pipeline). Each example's augmentation is drawn from
 order, once.
 """
 
+import inspect
 import math
 
 import keras
@@ -22,6 +23,11 @@ import numpy as np
 
 from keras_solo.data.coco import check_image_files
 from keras_solo.data.examples import check_args, load_example, warn_if_truncated
+
+# `load_example`'s option defaults are this loader's (per-call arguments aside).
+_OPTION_DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(load_example).parameters.items()
+                    if parameter.kind is parameter.KEYWORD_ONLY and parameter.default is not parameter.empty
+                    and name not in ("training", "epoch")}
 
 
 class SoloPyDataset(keras.utils.PyDataset):
@@ -46,12 +52,12 @@ class SoloPyDataset(keras.utils.PyDataset):
     def __init__(self, dataset, *, batch_size, training, steps=None, epoch=0, check_images=None, workers=1,
                  use_multiprocessing=False, max_queue_size=8, size_divisor=32, **options):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
-        width, height = check_args(dataset, options.get("image_size", (640, 640)), size_divisor,
-                                   options.get("max_instances", 64), options.get("mask_stride", 4), batch_size,
-                                   options.get("scale_jitter", (0.8, 1.2)), options.get("seed", 0))
+        options = {**_OPTION_DEFAULTS, "image_size": (640, 640), **options}
+        width, height = check_args(dataset, options["image_size"], size_divisor, options["max_instances"],
+                                   options["mask_stride"], batch_size, options["scale_jitter"], options["seed"])
         if training if check_images is None else check_images:
             check_image_files(dataset)
-        warn_if_truncated(dataset, options.get("max_instances", 64))
+        warn_if_truncated(dataset, options["max_instances"])
         self.dataset, self.batch_size, self.training = dataset, int(batch_size), bool(training)
         self.options = dict(options, image_size=(width, height), training=self.training)
         count = len(dataset.records)
@@ -82,7 +88,7 @@ class SoloPyDataset(keras.utils.PyDataset):
         for position in range(start, start + self.batch_size):
             epoch, offset = divmod(position, count)
             if epoch not in orders:
-                orders[epoch] = np.random.default_rng([int(self.options.get("seed", 0)), epoch]).permutation(count)
+                orders[epoch] = np.random.default_rng([int(self.options["seed"]), epoch]).permutation(count)
             out.append((epoch, int(orders[epoch][offset])))
         return out
 
