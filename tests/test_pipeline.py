@@ -305,3 +305,30 @@ def test_hflip_and_downsample_and_photometric():
     assert a.dtype == np.uint8 and a.shape == picture.shape
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, picture)
+
+
+def _photometric_per_pixel(image, rng, *, brightness=0.25, contrast=0.25, saturation=0.3, hue=0.02):
+    """The jitter as a float32 pass over every pixel (the code before the lookup tables)."""
+    gain_b = rng.uniform(1.0 - brightness, 1.0 + brightness)
+    gain_c = rng.uniform(1.0 - contrast, 1.0 + contrast)
+    gain_s = rng.uniform(1.0 - saturation, 1.0 + saturation)
+    shift_h = rng.uniform(-hue, hue) * 180.0
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = np.mod(hsv[..., 0] + shift_h, 180.0)
+    hsv[..., 1] = np.clip(hsv[..., 1] * gain_s, 0.0, 255.0)
+    rgb = cv2.cvtColor(np.round(hsv).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    mean = rgb.mean()
+    rgb = ((rgb - mean) * gain_c + mean) * gain_b
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+
+
+def test_photometric_tables_give_the_per_pixel_result():
+    rng = np.random.default_rng(0)
+    canvas = rng.integers(0, 256, (96, 160, 3), dtype=np.uint8)
+    canvas[40:, 60:] = canvas[40:, 60:] // 64 * 64  # flat areas: many pixels on the same values
+    for seed in range(60):
+        height, width = rng.integers(1, 96), rng.integers(1, 160)
+        image = canvas[:height, :width]  # a strided view, as load_example passes it
+        options = dict(brightness=0.9, contrast=0.9, saturation=0.9, hue=0.5) if seed % 3 == 0 else {}
+        np.testing.assert_array_equal(transforms.photometric(image, np.random.default_rng(seed), **options),
+                                      _photometric_per_pixel(image, np.random.default_rng(seed), **options))

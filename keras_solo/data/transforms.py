@@ -178,14 +178,22 @@ def photometric(image, rng, *, brightness=0.25, contrast=0.25, saturation=0.3, h
     gain_s = rng.uniform(1.0 - saturation, 1.0 + saturation)
     shift_h = rng.uniform(-hue, hue) * 180.0  # OpenCV 8-bit hue is 0..179
 
-    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV).astype(np.float32)
-    hsv[..., 0] = np.mod(hsv[..., 0] + shift_h, 180.0)
-    hsv[..., 1] = np.clip(hsv[..., 1] * gain_s, 0.0, 255.0)
-    rgb = cv2.cvtColor(np.round(hsv).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
-    mean = rgb.mean()
-    rgb = (rgb - mean) * gain_c + mean
-    rgb = rgb * gain_b
-    return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+    # Each step maps a uint8 value to a uint8 value, so it runs as a 256-entry
+    # table (cv2.LUT) computed with the float32 arithmetic of a per-pixel pass:
+    # the same pixels, without float32 copies of the image.
+    levels = np.arange(256, dtype=np.float32)
+    hsv_table = np.stack([np.mod(levels + shift_h, 180.0),  # hue
+                          np.clip(levels * gain_s, 0.0, 255.0),  # saturation
+                          levels], axis=-1)  # value
+    hsv = cv2.LUT(cv2.cvtColor(image, cv2.COLOR_RGB2HSV), _to_table(hsv_table))
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    mean = rgb.astype(np.float32).mean()
+    return cv2.LUT(rgb, _to_table(((levels - mean) * gain_c + mean) * gain_b))
+
+
+def _to_table(values):
+    """(256[, C]) float32 -> a cv2.LUT table: rounded (half to even), clipped to uint8."""
+    return np.clip(np.round(values), 0, 255).astype(np.uint8).reshape(1, 256, -1)
 
 
 def downsample_masks(masks, stride):
