@@ -116,11 +116,15 @@ def get_strategy(name):
 
 def check_tf_config(text):
     """A one-line error for a TF_CONFIG that TensorFlow would reject deep
-    inside the strategy (unset or empty: one local worker, as TensorFlow)."""
+    inside the strategy (unset or empty: one local worker, as TensorFlow).
+
+    Returns:
+        ``(cluster, task type, task index)``, or None when unset or empty.
+    """
     import json
 
     if not text:
-        return
+        return None
     try:
         value = json.loads(text)
         workers = value["cluster"]["worker"]
@@ -136,6 +140,7 @@ def check_tf_config(text):
     if not isinstance(members, list) or not 0 <= index < len(members):
         raise SoloError(f"TF_CONFIG: task {kind} {index} is not in cluster.{kind} "
                         f"({len(members) if isinstance(members, list) else 0} entries)")
+    return value["cluster"], kind, index
 
 
 def _tensorboard_available():
@@ -159,13 +164,9 @@ def is_chief(strategy):
 
 def writes_run_folder(strategy_name, tf_config):
     """:func:`is_chief` without a strategy, from the strategy's name and the
-    TF_CONFIG text (checked by :func:`check_tf_config` when training began)."""
-    import json
-
-    if strategy_name != "multi_worker" or not tf_config:
-        return True
-    value = json.loads(tf_config)
-    return _chief_rule(value["cluster"], value["task"]["type"], int(value["task"]["index"]))
+    TF_CONFIG text."""
+    task = check_tf_config(tf_config) if strategy_name == "multi_worker" else None
+    return task is None or _chief_rule(*task)
 
 
 def _chief_rule(cluster, task_type, task_id):

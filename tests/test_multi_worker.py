@@ -133,8 +133,9 @@ def test_bad_tf_config_is_one_line():
     from keras_solo.errors import SoloError
     from keras_solo.train import check_tf_config
 
-    check_tf_config(None)
-    check_tf_config(json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}))
+    assert check_tf_config(None) is None
+    assert check_tf_config(json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}})
+                           ) == ({"worker": ["a:1", "b:2"]}, "worker", 1)
     for text, message in (("{not json", "not a cluster spec"),
                           (json.dumps({"cluster": {}}), "not a cluster spec"),
                           (json.dumps({"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}),

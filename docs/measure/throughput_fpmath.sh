@@ -7,6 +7,6 @@ run() {
     | grep -o '"train_images_per_s": [0-9.]*'
 }
 for round in 1 2; do
-  echo "round $round float32       $(run X=0)"
+  echo "round $round float32       $(run)"
   echo "round $round fpmath BF16   $(run TF_SET_ONEDNN_FPMATH_MODE=BF16)"
 done
