@@ -182,6 +182,12 @@ class TrainConfig:
     # loss on Cityscapes (2 seeds): docs/RESULTS.md.
     freeze_backbone: str = "none"
     backbone_norm: str = "train"
+    # Weight EMA (Polyak averaging, as YOLO-seg trains): the optimizer keeps
+    # an average with this momentum per step (0 = off); validation, the
+    # checkpoints and so evaluation and export use the average, and
+    # last_raw.keras keeps the optimizer's own weights. 0.998 averages over
+    # about 500 steps (one pass of train_all at batch 4).
+    ema_momentum: float = 0.0
     mixed_precision: bool = False
     strategy: str = "default"  # default | mirrored | multi_worker (TF_CONFIG)
     seed: int = 0
@@ -209,6 +215,7 @@ class TrainConfig:
                "must be 'auto', 'none', 'C2', 'C3', 'C4' or 'C5'")
         _check(self.backbone_norm in ("auto", "frozen", "train"), "train.backbone_norm",
                "must be 'auto', 'frozen' or 'train'")
+        _check(0.0 <= self.ema_momentum < 1.0, "train.ema_momentum", "must be in [0, 1) (0 = off)")
         _check(self.strategy in ("default", "mirrored", "multi_worker"), "train.strategy",
                "must be 'default', 'mirrored' or 'multi_worker'")
         _check(self.eval_every >= 0, "train.eval_every", "must be >= 0")
@@ -448,6 +455,28 @@ def read_yaml(path):
     return data
 
 
+def read_preset(path, _seen=()):
+    """A preset's sections, with ``base: FILE`` (a path relative to the
+    preset's folder) read first and this file's keys laid over it, key by key
+    within each section: a recipe names only what it changes."""
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise SoloError(f"{path}: base: expected the path of another preset, got {_short(base)}")
+    base_path = os.path.normpath(os.path.join(os.path.dirname(os.fspath(path)), base))
+    if os.path.abspath(base_path) in _seen:
+        raise SoloError(f"{path}: base: {base} is a cycle of presets")
+    merged = read_preset(base_path, _seen + (os.path.abspath(os.fspath(path)),))
+    for section, values in data.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
+
+
 def load_config(path=None, overrides=()):
     """Loads a preset (or the defaults) and applies ``--set`` overrides.
 
@@ -461,7 +490,7 @@ def load_config(path=None, overrides=()):
     Raises:
         SoloError: naming the file (or ``--set``) and the dotted key.
     """
-    data = read_yaml(path) if path is not None else {}
+    data = read_preset(path) if path is not None else {}
     source = os.fspath(path) if path is not None else "<defaults>"
     override_list = list(overrides or ())
     for text in override_list:

@@ -91,11 +91,13 @@ def build_optimizer(train_config, steps_per_epoch):
         base_lr=lr, warmup_steps=t.warmup_steps, warmup_ratio=t.warmup_ratio,
         boundaries=[e * steps_per_epoch for e in t.lr_steps], total_steps=t.epochs * steps_per_epoch,
         kind=t.schedule)
-    clip = {"global_clipnorm": t.clipnorm} if t.clipnorm > 0 else {}
+    options = {"global_clipnorm": t.clipnorm} if t.clipnorm > 0 else {}
+    if t.ema_momentum > 0:
+        options.update(use_ema=True, ema_momentum=t.ema_momentum)
     if t.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=schedule, momentum=t.momentum,
-                                    weight_decay=t.weight_decay or None, **clip)
-    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, **clip)
+                                    weight_decay=t.weight_decay or None, **options)
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay, **options)
 
 
 def get_strategy(name):
@@ -234,6 +236,19 @@ class CheckpointCallback(keras.callbacks.Callback):
             with open(self._best_file, "w") as f:
                 f.write(f"{self.best} {self.monitor} epoch {epoch + 1}\n")
             self.last_good = self.last_good or path
+
+
+class RawWeightsCheckpoint(keras.callbacks.Callback):
+    """With weight EMA: writes the optimizer's own weights as last_raw.keras
+    each epoch, before `keras.callbacks.SwapEMAWeights` puts the average into
+    the model for validation, evaluation and the other checkpoints."""
+
+    def __init__(self, out_dir):
+        super().__init__()
+        self.path = os.path.join(out_dir, "last_raw.keras")
+
+    def on_epoch_end(self, epoch, logs=None):
+        atomic_save(self.model, self.path)
 
 
 class EvalCallback(keras.callbacks.Callback):
@@ -483,6 +498,10 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
     callbacks = [
         ResumableBackup(backup_dir, data_epoch=data_epoch, double_checkpoint=True, writes=chief),
         nan_guard,
+        # The backup above keeps the raw weights (and the average in the optimizer's
+        # state) so a resumed run goes on from both; everything below sees the average.
+        *([RawWeightsCheckpoint(write_dir), keras.callbacks.SwapEMAWeights(swap_on_epoch=True)]
+          if config.train.ema_momentum > 0 else []),
         *([EvalCallback(val_coco, every=config.train.eval_every)] if evaluating else []),
         checkpoint,
         keras.callbacks.CSVLogger(csv_path, append=True),
