@@ -452,6 +452,9 @@ def read_yaml(path):
                         "(the defaults are the ResNet-50 paper model at 1344x672)")
     if not isinstance(data, dict):
         raise SoloError(f"{path}: expected a mapping of sections (model, data, train, eval, export)")
+    if data and all(value is None or value == {} for value in data.values()):  # `model:` alone
+        raise SoloError(f"{path}: empty config (only empty sections: {', '.join(map(str, data))}); start from a "
+                        "preset in training/ (the defaults are the ResNet-50 paper model at 1344x672)")
     return data
 
 

@@ -8,6 +8,8 @@ the problem. The CLI prints it as ``error: <message>`` and exits with code 2;
 
 import json
 import os
+import sys
+import tempfile
 
 
 class SoloError(Exception):
@@ -43,6 +45,59 @@ def check_output(path, *, folder=True, option="--out"):
         raise SoloError(f"{path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise SoloError(f"{path}: cannot write here ({existing} is not writable)")
+    _probe_write(path if folder else os.path.dirname(os.path.abspath(path)), path)
+
+
+def _probe_write(folder, path):
+    """Creates the missing folders up to `folder` and a file in it, then
+    removes what it made: `os.access` says yes to places that refuse
+    (``/proc/sub`` as root, a read-only mount), and the OS error is the
+    one-line error here instead of a traceback later."""
+    missing = []
+    current = os.path.abspath(folder)
+    while not os.path.exists(current):
+        missing.append(current)
+        current = os.path.dirname(current)
+    made = []
+    try:
+        for step in reversed(missing):
+            os.mkdir(step)
+            made.append(step)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".keras-solo-probe-")
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        raise SoloError(f"{path}: cannot write here ({error.strerror or error})") from None
+    finally:
+        for step in reversed(made):
+            try:
+                os.rmdir(step)
+            except OSError:
+                pass
+
+
+def interrupt_on_sigterm():
+    """SIGTERM (`kill`, a service stop) ends a command as Ctrl-C does:
+    `finally` blocks and temporary folders are cleaned up, and the command
+    prints "interrupted" (the default action ended the process on the spot).
+    Call it from a command's main thread."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        pass
+
+
+def printable_paths():
+    """Makes stdout print a file name that is not valid UTF-8 with backslash
+    escapes (as stderr does) instead of failing with UnicodeEncodeError."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
 
 
 def where(path, *parts):

@@ -402,35 +402,105 @@ def _config_differences(saved_path, config):
             if old.get(key) != new.get(key)]
 
 
-def prepare_run_dir(out_dir, overwrite=False, resume=True, config=None):
-    """Creates the run folder.
+class RunLock:
+    """An exclusive lock on a run folder (``.lock`` in it, holding the owner's
+    process id), held while a training writes there.
 
-    An unfinished run (a `backup/` folder and no DONE) resumes when `resume`,
-    so re-running a killed command continues it; with a `config` that differs
-    from the run's config.yaml that is an error listing the differences (the
-    run would continue under other settings while its config.yaml claimed
-    one), and `overwrite` starts it afresh instead. A finished run, or a
-    folder holding other files, is refused unless `overwrite` (then it is
-    replaced). Call it after every input (and `errors.check_output(out_dir)`)
-    is checked: `overwrite` deletes.
+    `fcntl.flock`: the kernel drops the lock when its process ends, however it
+    ends, so the lock of a killed run is never stale and the next start takes
+    it. Without `fcntl` (Windows) there is no lock. Release by `release()` or
+    as a context manager.
     """
+
+    NAME = ".lock"
+
+    def __init__(self, out_dir):
+        self.path = os.path.join(out_dir, self.NAME)
+        self.created = not os.path.exists(self.path)
+        self._file = None
+        try:
+            import fcntl
+        except ImportError:
+            return
+        os.makedirs(out_dir, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise SoloError(f"{out_dir}: in use by a training still running (process {owner}); "
+                            "wait for it to end or use another --out") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self, remove=True):
+        if self._file is not None:
+            if remove and os.path.exists(self.path):
+                os.remove(self.path)
+            self._file.close()  # closing the last descriptor drops the lock
+            self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def prepare_run_dir(out_dir, overwrite=False, resume=True, config=None):
+    """Locks and creates the run folder; returns the held `RunLock`.
+
+    A folder that another training holds is refused first (its lock; nothing
+    in it is touched). An unfinished run (a `backup/` folder and no DONE)
+    resumes when `resume`, so re-running a killed command continues it; with a
+    `config` that differs from the run's config.yaml that is an error listing
+    the differences (the run would continue under other settings while its
+    config.yaml claimed one), and `overwrite` starts it afresh instead. A
+    finished run, or a folder holding other files, is refused unless
+    `overwrite` (then its contents are replaced). Call it after every input
+    (and `errors.check_output(out_dir)`) is checked: `overwrite` deletes.
+    """
+    existed = os.path.exists(out_dir)
+    lock = RunLock(out_dir)
+    try:
+        _check_run_dir(out_dir, overwrite, resume, config)
+    except BaseException:
+        lock.release(remove=lock.created)
+        if not existed:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return lock
+
+
+def _check_run_dir(out_dir, overwrite, resume, config):
     done = os.path.join(out_dir, "DONE")
-    if os.path.exists(out_dir) and os.listdir(out_dir):
-        unfinished = os.path.isdir(os.path.join(out_dir, "backup")) and not os.path.exists(done)
-        saved = os.path.join(out_dir, "config.yaml")
-        if unfinished and resume and not overwrite:
-            if config is not None and os.path.exists(saved):
-                changed = _config_differences(saved, config)
-                if changed:
-                    raise SoloError(f"{out_dir}: an unfinished run with another config ({'; '.join(changed)[:400]}); "
-                                    "re-run with its settings to resume, or --overwrite to start afresh")
-        elif overwrite:
-            shutil.rmtree(out_dir)
-        elif os.path.exists(done):
-            raise SoloError(f"{out_dir}: holds a finished run; use --overwrite to replace it or another --out")
-        else:
-            raise SoloError(f"{out_dir}: already holds files; use --overwrite or another --out")
-    os.makedirs(out_dir, exist_ok=True)
+    entries = [name for name in os.listdir(out_dir) if name != RunLock.NAME]
+    if not entries:
+        return
+    unfinished = os.path.isdir(os.path.join(out_dir, "backup")) and not os.path.exists(done)
+    saved = os.path.join(out_dir, "config.yaml")
+    if unfinished and resume and not overwrite:
+        if config is not None and os.path.exists(saved):
+            changed = _config_differences(saved, config)
+            if changed:
+                raise SoloError(f"{out_dir}: an unfinished run with another config ({'; '.join(changed)[:400]}); "
+                                "re-run with its settings to resume, or --overwrite to start afresh")
+    elif overwrite:
+        for name in entries:  # all but the lock this run holds
+            path = os.path.join(out_dir, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+    elif os.path.exists(done):
+        raise SoloError(f"{out_dir}: holds a finished run; use --overwrite to replace it or another --out")
+    else:
+        raise SoloError(f"{out_dir}: already holds files; use --overwrite or another --out")
 
 
 def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_callbacks=()):
@@ -461,75 +531,80 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
         val_coco = builders.load_split(config, "val")
     from keras_solo.data.examples import call_with_data_errors, steps_per_epoch
 
+    if len(train_coco.records) < config.train.batch_size:
+        print(f"warning: {config.data.train_json}: {len(train_coco.records)} training image(s) for train.batch_size "
+              f"{config.train.batch_size}: every batch repeats images; lower train.batch_size", file=sys.stderr,
+              flush=True)
     steps = config.train.steps_per_epoch or max(1, steps_per_epoch(train_coco, config.train.batch_size))
     train_ds, data_epoch = builders.build_input(config, train_coco, training=True, steps=steps)
     val_ds = builders.build_input(config, val_coco, training=False)[0] if val_coco else None
     if chief:
         # Only now, with the config and the data checked, may --overwrite delete an earlier run.
-        prepare_run_dir(out_dir, overwrite=overwrite, resume=resume, config=config)
+        lock = prepare_run_dir(out_dir, overwrite=overwrite, resume=resume, config=config)
         write_dir = out_dir
     else:
         # The other workers of a multi-worker run compute the same steps, read the
         # chief's backup to resume, and write their own logs and checkpoints to a
         # temporary folder that is removed at the end (TensorFlow's recipe).
         write_dir = tempfile.mkdtemp(prefix="keras-solo-worker-")
+        lock = contextlib.nullcontext()
+    with lock:  # held for the run's life: a second start into this folder is refused
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model = builders.build_model(config)
+            print(builders.freeze_for_training(model, config), flush=True)
+            model.compile(optimizer=build_optimizer(config.train, steps))
+            model.optimizer.build(model.trainable_variables)  # in the scope, before fit
+            if config.train.strategy == "multi_worker":
+                _logs_as_vectors(model)
+        if chief:
+            save_config(config, os.path.join(out_dir, "config.yaml"))
 
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = builders.build_model(config)
-        print(builders.freeze_for_training(model, config), flush=True)
-        model.compile(optimizer=build_optimizer(config.train, steps))
-        model.optimizer.build(model.trainable_variables)  # in the scope, before fit
-        if config.train.strategy == "multi_worker":
-            _logs_as_vectors(model)
-    if chief:
-        save_config(config, os.path.join(out_dir, "config.yaml"))
+        evaluating = val_coco is not None and config.train.eval_every > 0
+        if evaluating:
+            monitor, mode = "val_AP", "max"
+        else:
+            monitor, mode = ("val_loss" if val_ds is not None else "loss"), "min"
+        checkpoint = CheckpointCallback(write_dir, monitor=monitor, mode=mode, every=config.train.checkpoint_every)
+        nan_guard = NaNGuard(checkpoint)
+        csv_path = os.path.join(write_dir, "log.csv")
+        backup_dir = os.path.join(out_dir, "backup")
+        if not chief and overwrite:  # the chief starts afresh: so must this worker
+            backup_dir = os.path.join(write_dir, "backup")
+        callbacks = [
+            ResumableBackup(backup_dir, data_epoch=data_epoch, double_checkpoint=True, writes=chief),
+            nan_guard,
+            # The backup above keeps the raw weights (and the average in the optimizer's
+            # state) so a resumed run goes on from both; everything below sees the average.
+            *([RawWeightsCheckpoint(write_dir), keras.callbacks.SwapEMAWeights(swap_on_epoch=True)]
+              if config.train.ema_momentum > 0 else []),
+            *([EvalCallback(val_coco, every=config.train.eval_every)] if evaluating else []),
+            checkpoint,
+            keras.callbacks.CSVLogger(csv_path, append=True),
+            *([keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False)]
+              if chief and _tensorboard_available() else []),
+            *extra_callbacks,
+        ]
+        if config.train.strategy != "default":
+            import tensorflow as tf
 
-    evaluating = val_coco is not None and config.train.eval_every > 0
-    if evaluating:
-        monitor, mode = "val_AP", "max"
-    else:
-        monitor, mode = ("val_loss" if val_ds is not None else "loss"), "min"
-    checkpoint = CheckpointCallback(write_dir, monitor=monitor, mode=mode, every=config.train.checkpoint_every)
-    nan_guard = NaNGuard(checkpoint)
-    csv_path = os.path.join(write_dir, "log.csv")
-    backup_dir = os.path.join(out_dir, "backup")
-    if not chief and overwrite:  # the chief starts afresh: so must this worker
-        backup_dir = os.path.join(write_dir, "backup")
-    callbacks = [
-        ResumableBackup(backup_dir, data_epoch=data_epoch, double_checkpoint=True, writes=chief),
-        nan_guard,
-        # The backup above keeps the raw weights (and the average in the optimizer's
-        # state) so a resumed run goes on from both; everything below sees the average.
-        *([RawWeightsCheckpoint(write_dir), keras.callbacks.SwapEMAWeights(swap_on_epoch=True)]
-          if config.train.ema_momentum > 0 else []),
-        *([EvalCallback(val_coco, every=config.train.eval_every)] if evaluating else []),
-        checkpoint,
-        keras.callbacks.CSVLogger(csv_path, append=True),
-        *([keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), write_graph=False)]
-          if chief and _tensorboard_available() else []),
-        *extra_callbacks,
-    ]
-    if config.train.strategy != "default":
-        import tensorflow as tf
-
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train_ds = train_ds.with_options(options)
-    try:
-        history = call_with_data_errors(model.fit, train_ds, epochs=config.train.epochs, steps_per_epoch=steps,
-                                        validation_data=val_ds, callbacks=callbacks, verbose=verbose)
-    finally:
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+            train_ds = train_ds.with_options(options)
+        try:
+            history = call_with_data_errors(model.fit, train_ds, epochs=config.train.epochs, steps_per_epoch=steps,
+                                            validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+        finally:
+            if not chief:
+                shutil.rmtree(write_dir, ignore_errors=True)
+        if nan_guard.message:
+            raise SoloError(nan_guard.message)
         if not chief:
-            shutil.rmtree(write_dir, ignore_errors=True)
-    if nan_guard.message:
-        raise SoloError(nan_guard.message)
-    if not chief:
-        return model, history.history
-    if os.path.exists(csv_path):
-        plot_losses(csv_path, os.path.join(out_dir, "loss_curve.png"))
-    if not os.path.exists(os.path.join(out_dir, "best.keras")):
-        atomic_save(model, os.path.join(out_dir, "best.keras"))
-    with open(os.path.join(out_dir, "DONE"), "w") as f:
-        f.write(f"epochs {config.train.epochs}\n")
+            return model, history.history
+        if os.path.exists(csv_path):
+            plot_losses(csv_path, os.path.join(out_dir, "loss_curve.png"))
+        if not os.path.exists(os.path.join(out_dir, "best.keras")):
+            atomic_save(model, os.path.join(out_dir, "best.keras"))
+        with open(os.path.join(out_dir, "DONE"), "w") as f:
+            f.write(f"epochs {config.train.epochs}\n")
     sys.stdout.flush()
     return model, history.history

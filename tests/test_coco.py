@@ -308,3 +308,14 @@ def test_boxes_from_masks_known_values():
     boxes = transforms.boxes_from_masks(masks)
     np.testing.assert_array_equal(boxes, [[2, 1, 5, 3], [7, 5, 8, 6], [0, 0, 0, 0]])
     assert boxes.dtype == np.float32
+
+
+def test_a_large_json_says_it_is_being_read(tiny_coco, monkeypatch, capsys):
+    """Nothing was printed for about 40 s while a 222 MB JSON loaded."""
+    from keras_solo.data import coco
+
+    load_coco(tiny_coco.json_path)
+    assert "reading" not in capsys.readouterr().err
+    monkeypatch.setattr(coco, "LARGE_JSON_BYTES", 1)
+    load_coco(tiny_coco.json_path)
+    assert f"reading {tiny_coco.json_path} (0 MB) ..." in capsys.readouterr().err

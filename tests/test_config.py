@@ -128,3 +128,25 @@ def test_backbone_freezing_is_off_by_default_and_auto_follows_the_weights():
     assert training_freeze(load_config(None, auto + ["model.backbone_weights=imagenet"])) == ("C2", True)
     assert training_freeze(load_config(None, auto + ["model.backbone_weights=none"])) == ("none", False)
     assert training_freeze(load_config(None, ["train.freeze_backbone=C3"])) == ("C3", False)
+
+
+def test_a_preset_names_its_base_and_only_what_it_changes(tmp_path):
+    product = load_config(os.path.join(ROOT, "training", "edge_cityscapes5.yaml"))
+    edge = load_config(os.path.join(ROOT, "training", "edge.yaml"))
+    assert product.model == edge.model and product.export == edge.export
+    assert product.data.train_json.endswith("instances_train_all.json")
+    assert product.data.train_images == edge.data.train_images  # a section merges key by key
+    assert product.train.epochs == 15 and product.train.ema_momentum > 0
+    assert product.train.learning_rate == edge.train.learning_rate
+    (tmp_path / "a.yaml").write_text("base: b.yaml\ntrain:\n  epochs: 2\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(SoloError, match="b.yaml: base: a.yaml is a cycle of presets"):
+        load_config(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("base: nope.yaml\n")
+    with pytest.raises(SoloError, match="nope.yaml: no such config file"):
+        load_config(str(tmp_path / "c.yaml"))
+
+
+def test_only_empty_sections_is_an_empty_config(tmp_path):
+    for text in ("model:\n", "model: {}\n", "model:\ntrain:\n"):
+        assert "empty config (only empty sections" in _error(tmp_path, text)

@@ -99,6 +99,7 @@ def _evaluate_argv(base, model, folder):
 # The catalogue: id -> prepare(base, folder) -> (argv, needles)
 
 CASES = {}
+HELD_LOCKS = []
 
 
 def case(name):
@@ -136,6 +137,12 @@ def _(base, folder):
 def _(base, folder):
     path = _config(folder, "# only a comment\n")
     return ["config", "--config", str(path)], [f"{path}: empty config (no keys)"]
+
+
+@case("config-empty-section")
+def _(base, folder):
+    path = _config(folder, "model:\n")
+    return ["config", "--config", str(path)], [f"{path}: empty config (only empty sections: model)"]
 
 
 @case("train-val-json-missing")
@@ -499,7 +506,39 @@ def _(base, folder):
     first = sorted(images.iterdir())[0]
     shutil.copy(first, images / "frame.jpg")  # frame.jpg's overlay would be frame.jpg itself
     return (["predict", "--model", str(folder / "any.keras"), "--source", str(images), "--out", str(images),
-             "--overwrite"], [f"{images}: writing here would replace the input {images / 'frame.jpg'}"])
+             "--overwrite"], [f"{images}: is the source folder; overlays written there would be read as inputs"])
+
+
+@case("predict-video-out-is-input")
+def _(base, folder):
+    import cv2
+    import numpy as np
+
+    video = folder / "clip_pred.mp4"  # its overlay video in its own folder would be clip_pred_pred.mp4 ...
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (64, 32))
+    for _ in range(2):
+        writer.write(np.zeros((32, 64, 3), np.uint8))
+    writer.release()
+    link = folder / "clip.mp4"  # ... and clip.mp4's is clip_pred.mp4 itself
+    link.symlink_to(video)
+    return (["predict", "--model", str(folder / "any.keras"), "--source", str(link), "--out", str(folder),
+             "--overwrite"], [f"{folder}: writing here would replace the input {link}"])
+
+
+@case("out-not-creatable")
+def _(base, folder):
+    return (["inspect-data", str(base / "syn" / "instances_val.json"), "--out", "/proc/keras-solo/sub"],
+            ["/proc/keras-solo/sub: cannot write here (No such file or directory)"])
+
+
+@case("train-out-in-use")
+def _(base, folder):
+    from keras_solo.train import RunLock
+
+    out = folder / "run"
+    HELD_LOCKS.append(RunLock(str(out)))  # held as a running training holds it, until the test process ends
+    return (_train_argv(_copy_synthetic(base, folder), out),
+            [f"{out}: in use by a training still running (process {os.getpid()}); wait for it to end"])
 
 
 @case("predict-source-missing")

@@ -321,3 +321,48 @@ def test_resume_with_another_config_is_an_error_and_overwrite_starts_afresh(synt
     assert (run / "DONE").exists()
     assert "optimizer: sgd" in (run / "config.yaml").read_text()
     release_pipelines()
+
+
+def test_a_run_folder_is_locked_while_a_training_holds_it(tmp_path):
+    """Two trainings into one folder: the second start died with an h5py BlockingIOError, or advised
+    deleting the folder of the run still going. A live holder is named; a killed one's lock is taken over."""
+    from keras_solo.train import RunLock, prepare_run_dir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "backup").mkdir()  # an unfinished run's folder, as the first training leaves it
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from keras_solo.train import RunLock; "
+                               f"lock = RunLock({str(out)!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for overwrite in (False, True):
+            with pytest.raises(SoloError, match=f"in use by a training still running \\(process {holder.pid}\\)"):
+                prepare_run_dir(str(out), overwrite=overwrite)
+        assert (out / "backup").is_dir()  # --overwrite deleted nothing of the running run
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (out / RunLock.NAME).exists()  # the dead holder's file stays; its lock died with it
+    with prepare_run_dir(str(out), overwrite=True) as lock:
+        assert open(lock.path).read().strip() == str(os.getpid())
+        assert sorted(os.listdir(out)) == [RunLock.NAME]
+    assert os.listdir(out) == []
+
+
+def test_sigterm_ends_a_command_like_ctrl_c_and_cleans_up(tmp_path):
+    """SIGTERM during export left a keras_solo_export_* folder in the temp directory each time: the
+    default action ended the process before the TemporaryDirectory's cleanup ran."""
+    code = ("import os, signal, sys, tempfile\n"
+            "from keras_solo.errors import interrupt_on_sigterm\n"
+            "interrupt_on_sigterm()\n"
+            "try:\n"
+            "    with tempfile.TemporaryDirectory(prefix='keras_solo_export_'):\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        while True: pass\n"
+            "except KeyboardInterrupt:\n"
+            "    print('interrupted')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": ROOT})
+    assert proc.stdout.strip() == "interrupted", proc.stderr
+    assert os.listdir(tmp_path) == []

@@ -44,6 +44,7 @@ import math
 import ntpath
 import os
 import posixpath
+import sys
 import warnings
 
 import numpy as np
@@ -446,12 +447,17 @@ def ann_to_mask(segmentation, height, width):
 # ---------------------------------------------------------------------------
 # JSON validation
 
+LARGE_JSON_BYTES = 50_000_000  # from this size a progress line is printed before reading
+
 
 def _read_json(json_path):
     if not os.path.exists(json_path):
         raise SoloError(where(json_path, "file not found"))
     if os.path.isdir(json_path):
         raise SoloError(where(json_path, "is a folder, expected a COCO JSON file"))
+    size = os.path.getsize(json_path)
+    if size >= LARGE_JSON_BYTES:  # json.load says nothing for a while (about 40 s for 222 MB)
+        print(f"reading {json_path} ({size / 1e6:.0f} MB) ...", file=sys.stderr, flush=True)
     try:
         with open(json_path, encoding="utf-8") as stream:
             data = json.load(stream)

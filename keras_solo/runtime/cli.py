@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from keras_solo.errors import SoloError, check_output, write_json
+from keras_solo.errors import SoloError, check_output, interrupt_on_sigterm, printable_paths, write_json
 from keras_solo.runtime import bench
 from keras_solo.runtime.engine import open_engine
 from keras_solo.runtime.image import read_image
@@ -88,7 +88,7 @@ def run_benchmark(engine, args):
 def predict_command(engine_factory, args, *, progress=False):
     """Checks the source and --out before the engine is made, then runs the one loop."""
     kind, sources = list_sources(args.source)
-    prepare_out_dir(args.out, args.overwrite, sources if kind == "images" else [sources])
+    prepare_out_dir(args.out, args.overwrite, kind, sources)
     engine = engine_factory()
     records, times = predict_source(engine, kind, sources, args.out, score_thr=args.score, limit=args.limit,
                                     progress=progress)
@@ -100,6 +100,8 @@ def predict_command(engine_factory, args, *, progress=False):
 
 
 def main(argv=None):
+    printable_paths()
+    interrupt_on_sigterm()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

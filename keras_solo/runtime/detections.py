@@ -272,12 +272,26 @@ def draw_overlay(image, detections, class_names, *, score_thr=0.3, alpha=0.45, f
 
 
 def overlay_names(paths):
-    """The overlay file name of each source image: ``stem.jpg``, or
-    ``stem_ext.jpg`` for stems that two sources share (``a.png`` and
-    ``a.jpg`` would otherwise write one ``a.jpg``, the second replacing the
-    first)."""
-    stems = [os.path.splitext(os.path.basename(p)) for p in paths]
-    counts = {}
-    for stem, _ in stems:
-        counts[stem] = counts.get(stem, 0) + 1
-    return [f"{stem}.jpg" if counts[stem] == 1 else f"{stem}_{ext.lstrip('.').lower()}.jpg" for stem, ext in stems]
+    """One distinct overlay file name per source image, whatever the names.
+
+    ``stem.jpg``; ``stem_ext.jpg`` when another source has the same stem
+    (``a.png`` and ``a.jpg``); then ``_2``, ``_3``, ... until the name is
+    free. Names are compared case-insensitively (``a.JPG`` and ``a.jpg`` on a
+    case-insensitive file system are one file), so the map is collision-free
+    by construction: ``a.png``, ``a_png.jpg``, ``a.jpg`` and ``A.PNG`` give
+    four overlays.
+    """
+    parts = [os.path.splitext(os.path.basename(p)) for p in paths]
+    stems = {}
+    for stem, _ in parts:
+        stems[stem.lower()] = stems.get(stem.lower(), 0) + 1
+    taken, names = set(), []
+    for stem, ext in parts:
+        base = stem if stems[stem.lower()] == 1 else f"{stem}_{ext.lstrip('.').lower()}"
+        name, n = f"{base}.jpg", 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{base}_{n}.jpg"
+        taken.add(name.lower())
+        names.append(name)
+    return names

@@ -1,14 +1,24 @@
 """The one image / video loop: overlays plus detections.json for an image, a
 folder of images or a video, for any engine (`keras-solo predict` and
-`keras-solo-runtime predict`)."""
+`keras-solo-runtime predict`).
 
+OpenCV crashes (segfault) on a path that is not valid UTF-8, so no path goes
+to cv2 as it is: images are read with numpy and written as encoded bytes, and
+a video is opened through an ASCII-named link (`cv2_path`). Every write is
+checked: an overlay through `atomic_write`, a video written under a
+temporary name and renamed only once it reads back whole.
+"""
+
+import contextlib
 import os
+import shutil
 import sys
+import tempfile
 
 import cv2
 import numpy as np
 
-from keras_solo.errors import SoloError, check_output, write_json
+from keras_solo.errors import SoloError, atomic_write, check_output, write_json
 from keras_solo.runtime.detections import detections_record, draw_overlay, overlay_names
 from keras_solo.runtime.image import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, read_image
 
@@ -22,9 +32,31 @@ def video_open_problem(capture):
     return "cannot decode its first frame (corrupt, or an unsupported codec)"
 
 
+@contextlib.contextmanager
+def cv2_path(path):
+    """A path OpenCV can take for `path` (a file or a folder): the path itself
+    when it is valid UTF-8, else an ASCII-named symbolic link to it in a
+    temporary folder, removed on exit."""
+    path = os.fspath(path)
+    try:
+        path.encode("utf-8")
+        yield path
+        return
+    except UnicodeEncodeError:
+        pass
+    folder = tempfile.mkdtemp(prefix="keras-solo-link-")
+    try:
+        link = os.path.join(folder, "source" + os.path.splitext(path)[1].encode("ascii", "ignore").decode())
+        os.symlink(os.path.abspath(path), link)
+        yield link
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def open_video(path):
     """(capture, first BGR frame) of a video, or a one-line SoloError naming the problem."""
-    capture = cv2.VideoCapture(os.fspath(path))
+    with cv2_path(path) as readable:  # the capture keeps the file open once made
+        capture = cv2.VideoCapture(readable)
     ok, frame = capture.read() if capture.isOpened() else (False, None)
     if not ok:
         problem = video_open_problem(capture)
@@ -60,35 +92,129 @@ def next_run_dir(parent):
     return os.path.join(parent, str(n))
 
 
-def output_paths(out, sources):
-    """The files `predict_source` writes into `out` for these sources."""
-    paths = [os.path.join(out, "detections.json")]
-    for path, name in zip(sources, overlay_names(sources)):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        paths += [os.path.join(out, name), os.path.join(out, f"{stem}_pred.mp4")]
-    return paths
+def prepare_out_dir(out, overwrite, kind, sources):
+    """Refuses a folder holding files (unless `overwrite`), the folder of a
+    source image (its overlays would be the next run's inputs), or one where
+    the output video would replace its source; then creates it.
 
-
-def prepare_out_dir(out, overwrite, sources=()):
-    """Refuses a folder holding files (unless `overwrite`) or one where an
-    output would replace an input image; then creates it."""
+    Args:
+        kind, sources: `list_sources`' result.
+    """
     check_output(out)
+    real_out = os.path.realpath(out)
+    if kind == "images" and real_out in {os.path.realpath(os.path.dirname(os.path.abspath(p))) for p in sources}:
+        raise SoloError(f"{out}: is the source folder; overlays written there would be read as inputs "
+                        "by the next run; use another --out")
     if os.path.exists(out) and os.listdir(out) and not overwrite:
         raise SoloError(f"{out}: already holds files; use --overwrite or another --out")
-    outputs = {os.path.realpath(p) for p in output_paths(out, sources)}
-    clash = [p for p in sources if os.path.realpath(p) in outputs]
-    if clash:
-        raise SoloError(f"{out}: writing here would replace the input {clash[0]}; use another --out")
+    if kind == "video" and os.path.realpath(video_output_path(out, sources)) == os.path.realpath(sources):
+        raise SoloError(f"{out}: writing here would replace the input {sources}; use another --out")
     os.makedirs(out, exist_ok=True)
 
 
-def video_ended_early(path, read, expected, limit=0):
-    """A warning line when a video gave fewer frames than its container says, else None."""
+def video_output_path(out, source):
+    """The overlay video `predict_source` writes for a video source."""
+    return os.path.join(out, os.path.splitext(os.path.basename(source))[0] + "_pred.mp4")
+
+
+def variable_rate(timestamps):
+    """Whether frame timestamps (ms) are irregular: the longest interval over
+    1.5 x the shortest (a constant-rate file's are equal to within rounding)."""
+    steps = np.diff(np.asarray(timestamps, np.float64))
+    return steps.size > 1 and steps.max() > 1.5 * max(steps.min(), 1e-3)
+
+
+def video_ended_early(path, read, expected, limit=0, timestamps=(), fps=0.0):
+    """A warning line when a video gave fewer frames than its container holds, else None.
+
+    OpenCV's frame count is the container's duration x its nominal rate: a
+    variable-rate file (`timestamps` irregular) holds fewer frames than that
+    and is judged by time instead: truncated when its last frame starts more
+    than 1.5 of its longest frame interval (plus one nominal frame) before
+    the container's end.
+    """
     wanted = min(expected, limit) if limit else expected
-    if expected > 0 and read < wanted:
-        return (f"warning: {path}: the file ended early: read {read} of {expected} frames "
-                "(truncated or corrupt); the detections cover those frames only")
-    return None
+    if expected <= 0 or read >= wanted:
+        return None
+    if not limit and fps > 0 and variable_rate(timestamps):
+        end_ms = expected * 1000.0 / fps
+        gap = end_ms - (timestamps[-1] - timestamps[0])
+        if gap <= 1.5 * float(np.diff(timestamps).max()) + 1000.0 / fps:
+            return None
+        return (f"warning: {path}: the file ended early: frames stop at {timestamps[-1] / 1000:.2f} s of "
+                f"{end_ms / 1000:.2f} s (truncated or corrupt); the detections cover those frames only")
+    return (f"warning: {path}: the file ended early: read {read} of {expected} frames "
+            "(truncated or corrupt); the detections cover those frames only")
+
+
+class VideoOutput:
+    """The overlay video of `predict_source`, written safely.
+
+    Frames go to a temporary ASCII-named file in the output folder (OpenCV
+    cannot take every path) at the source's nominal rate; each frame is
+    repeated to fill its own duration, so a variable-rate source keeps its
+    timing. `close` keeps the file under its final name only when it reads
+    back with every frame written (a full disk leaves an unplayable file),
+    else removes it and raises the one-line error.
+    """
+
+    def __init__(self, path, fps, size):
+        self.path, self.fps, self.written = path, float(fps) if fps and fps > 0 else 25.0, 0
+        self._links = contextlib.ExitStack()
+        folder = self._links.enter_context(cv2_path(os.path.dirname(os.path.abspath(path))))
+        self._partial = os.path.join(os.path.dirname(os.path.abspath(path)), f".keras-solo-partial-{os.getpid()}.mp4")
+        self._writer = cv2.VideoWriter(os.path.join(folder, os.path.basename(self._partial)),
+                                       cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size)
+        if not self._writer.isOpened():
+            self.close(keep=False)
+            raise SoloError(f"{path}: cannot write the video (the mp4v encoder did not open)")
+
+    def write(self, frame, time_ms):
+        """Writes `frame` (BGR), first repeating the previous one up to the slot of `time_ms`."""
+        slot = int(round(time_ms * self.fps / 1000.0))
+        while 0 < self.written < slot:
+            self._writer.write(self._last)
+            self.written += 1
+        self._writer.write(frame)
+        self._last, self.written = frame, self.written + 1
+
+    def pad_to(self, frames):
+        """Repeats the last frame up to `frames` in all (the last frame's own duration)."""
+        while 0 < self.written < frames:
+            self._writer.write(self._last)
+            self.written += 1
+
+    def close(self, keep=True):
+        self._writer.release()
+        try:
+            if keep and self.written:
+                with cv2_path(self._partial) as readable:
+                    check = cv2.VideoCapture(readable)
+                    complete = check.isOpened() and int(check.get(cv2.CAP_PROP_FRAME_COUNT) or 0) == self.written
+                    check.release()
+                if not complete:
+                    raise SoloError(f"{self.path}: could not write the video (disk full or write error); "
+                                    "no partial file kept")
+                try:
+                    os.replace(self._partial, self.path)
+                except OSError as error:
+                    raise SoloError(f"{self.path}: could not write the video ({error.strerror or error})") from None
+        finally:
+            if os.path.exists(self._partial):
+                os.remove(self._partial)
+            self._links.close()
+
+
+def write_overlay(path, bgr):
+    """An overlay as JPEG bytes written through Python (any file name), every write checked."""
+    ok, data = cv2.imencode(".jpg", bgr)
+    if not ok:
+        raise SoloError(f"{path}: could not encode the overlay")
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data.tobytes())
+
+    atomic_write(path, write, what="overlay", suffix=".jpg")
 
 
 def progress_bar(total, desc, unit, enabled=True):
@@ -115,9 +241,11 @@ def _image_frames(paths):
         yield os.path.basename(path), name, read_image(path)
 
 
-def _video_frames(capture, frame, limit):
+def _video_frames(capture, frame, limit, timestamps):
+    """(index, RGB frame) pairs; each frame's time (ms) appended to `timestamps`."""
     index = 0
     while frame is not None and (not limit or index < limit):
+        timestamps.append(capture.get(cv2.CAP_PROP_POS_MSEC))
         yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         index += 1
         ok, frame = capture.read()
@@ -128,48 +256,58 @@ def predict_source(engine, kind, sources, out, *, score_thr=0.3, limit=0, progre
     """Runs `engine` over `list_sources`' result and writes into `out` (made by `prepare_out_dir`).
 
     Images get an overlay each (`overlay_names`), a video `<stem>_pred.mp4`
-    with the measured FPS drawn on every frame; both get `detections.json`
-    (`detections_record` per image / frame, detections above `score_thr`).
+    with the measured FPS drawn on every frame (`VideoOutput`: the source's
+    timing, never a partial file under the final name); both get
+    `detections.json` (`detections_record` per image / frame, detections above
+    `score_thr`). The first failed write is the one-line error.
 
     Returns:
         (records, seconds per call of the engine).
     """
     names = engine.class_names
-    records, times = [], []
+    records, times, timestamps = [], [], []
+    video = capture = None
     if kind == "images":
         paths = sources[:limit] if limit else sources
-        frames, writer, capture, count = _image_frames(paths), None, None, len(paths)
+        frames, count = _image_frames(paths), len(paths)
     else:
         capture, first = open_video(sources)
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        h, w = first.shape[:2]
-        stem = os.path.splitext(os.path.basename(sources))[0]
-        writer = cv2.VideoWriter(os.path.join(out, f"{stem}_pred.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                                 capture.get(cv2.CAP_PROP_FPS) or 25.0, (w, h))
+        count, fps = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), capture.get(cv2.CAP_PROP_FPS) or 0.0
+        try:
+            video = VideoOutput(video_output_path(out, sources), fps, first.shape[1::-1])
+        except SoloError:
+            capture.release()
+            raise
         base = os.path.basename(sources)
-        frames = ((f"{base}#{i}", None, rgb) for i, rgb in _video_frames(capture, first, limit))
-    bar = progress_bar(min(count, limit) if limit and count else count, "predict", "img" if writer is None else "frame",
+        frames = ((f"{base}#{i}", None, rgb) for i, rgb in _video_frames(capture, first, limit, timestamps))
+    bar = progress_bar(min(count, limit) if limit and count else count, "predict", "img" if video is None else "frame",
                        progress)
+    finished, warning = False, None
     try:
         for source, overlay_name, image in frames:
             found, timing = engine(image, min_score=score_thr)
             times.append(timing["total"])
-            fps = None if writer is None else 1.0 / max(1e-9, float(np.mean(times[-10:])))
-            overlay = cv2.cvtColor(draw_overlay(image, found, names, score_thr=score_thr, fps=fps), cv2.COLOR_RGB2BGR)
-            if writer is None:
-                cv2.imwrite(os.path.join(out, overlay_name), overlay)
+            fps_drawn = None if video is None else 1.0 / max(1e-9, float(np.mean(times[-10:])))
+            overlay = cv2.cvtColor(draw_overlay(image, found, names, score_thr=score_thr, fps=fps_drawn),
+                                   cv2.COLOR_RGB2BGR)
+            if video is None:
+                write_overlay(os.path.join(out, overlay_name), overlay)
             else:
-                writer.write(overlay)
+                video.write(overlay, timestamps[-1] - timestamps[0])
             records.append(detections_record(source, found, names))
             bar.update(1)
+        finished = True
     finally:
         bar.close()
-        if writer is not None:
+        if video is not None:
             capture.release()
-            writer.release()
-    if writer is not None:
-        warning = video_ended_early(sources, len(records), count, limit)
-        if warning:
-            print(warning, file=sys.stderr)
+            # Ctrl-C keeps the frames done so far (a playable file); a failed write keeps nothing.
+            interrupted = sys.exc_info()[0] is KeyboardInterrupt
+            warning = video_ended_early(sources, len(records), count, limit, timestamps, fps) if finished else None
+            if finished and not warning and not limit:
+                video.pad_to(count if variable_rate(timestamps) else video.written)
+            video.close(keep=finished or interrupted)
+    if warning:
+        print(warning, file=sys.stderr)
     write_json(os.path.join(out, "detections.json"), records, what="detections", indent=None)
     return records, times
