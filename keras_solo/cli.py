@@ -51,22 +51,39 @@ def cmd_make_synthetic(args):
     print(f"wrote synthetic dataset to {args.out}: {stats.get('summary', stats)}")
 
 
+def _check_stats_json(args):
+    if args.stats_json:
+        check_output(args.stats_json, folder=False, option="--stats-json")
+        if os.path.exists(args.stats_json) and not args.overwrite:
+            raise SoloError(f"{args.stats_json}: already exists; use --overwrite or another --stats-json")
+
+
+def _report_conversion(args, stats):
+    from keras_solo.data.convert import format_summary
+    from keras_solo.errors import write_json
+
+    print(format_summary(args.out, stats))
+    if args.stats_json:
+        write_json(args.stats_json, stats, what="conversion stats")
+
+
 def cmd_convert_cityscapes(args):
     from keras_solo.data.convert import convert_cityscapes
 
     check_output(args.out, folder=False)
+    _check_stats_json(args)
     classes = {"classes": args.classes} if args.classes else {}  # default: the paper's 5 (config.PAPER_CLASSES)
-    stats = convert_cityscapes(args.root, args.split, args.out, overwrite=args.overwrite, **classes)
-    print(f"wrote {args.out}: {stats}")
+    _report_conversion(args, convert_cityscapes(args.root, args.split, args.out, overwrite=args.overwrite, **classes))
 
 
 def cmd_convert_yolo(args):
     from keras_solo.data.convert import convert_yolo
 
     check_output(args.out, folder=False)
-    stats = convert_yolo(args.data, args.split, args.out, classes=args.classes, overwrite=args.overwrite,
-                         strict=args.strict, crowd_groups=args.crowd_groups)
-    print(f"wrote {args.out}: {stats}")
+    _check_stats_json(args)
+    _report_conversion(args, convert_yolo(args.data, args.split, args.out, classes=args.classes,
+                                          overwrite=args.overwrite, strict=args.strict,
+                                          crowd_groups=args.crowd_groups))
 
 
 def cmd_inspect_data(args):
@@ -119,6 +136,14 @@ def cmd_predict(args):
     predict_command(args)
 
 
+def cmd_track(args):
+    _quiet_tf()
+    from keras_solo.evaluate import load_engine
+    from keras_solo.runtime.cli import track_command
+
+    track_command(lambda: load_engine(args.model, threads=args.threads), args, progress=True)
+
+
 def cmd_ablation(args):
     _quiet_tf()
     from keras_solo.ablation import ablation_command
@@ -166,7 +191,7 @@ def _version():
 
 
 def build_parser():
-    from keras_solo.runtime.cli import add_timing_arguments
+    from keras_solo.runtime.cli import add_timing_arguments, add_track_arguments
 
     parser = argparse.ArgumentParser(
         prog="keras-solo",
@@ -196,6 +221,7 @@ def build_parser():
     p.add_argument("--classes", type=_classes, default=None,
                    help="classes to keep, in label order (default: the paper's 5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--stats-json", default=None, metavar="FILE", help="also write the full conversion stats here")
 
     p = add("convert-yolo", cmd_convert_yolo, "YOLO polygon labels -> COCO instances JSON")
     p.add_argument("--data", required=True, help="YOLO data.yaml")
@@ -206,6 +232,7 @@ def build_parser():
     p.add_argument("--crowd-groups", action="store_true",
                    help="'<class>group' labels (e.g. persongroup) become crowd regions of that class")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--stats-json", default=None, metavar="FILE", help="also write the full conversion stats here")
 
     p = add("inspect-data", cmd_inspect_data, "counts per class / area bucket, overlays of a COCO file")
     p.add_argument("json", help="COCO instances JSON")
@@ -243,6 +270,11 @@ def build_parser():
     p.add_argument("--score", type=float, default=0.3, help="keep (draw and record) detections above this score")
     p.add_argument("--threads", type=int, default=None, help="exports: CPU threads (default: the sidecar's, else 2)")
     p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
+
+    p = add("track", cmd_track, "tracked instances (stable IDs) of a video, a camera or a stream, live")
+    p.add_argument("--model", required=True, help=".keras model, or an export (.tflite / .onnx)")
+    p.add_argument("--threads", type=int, default=None, help="exports: CPU threads (default: the sidecar's, else 2)")
+    add_track_arguments(p)
 
     p = add("ablation", cmd_ablation, "the paper's ablation: no coords / SOLO / SOLO + attention")
     p.add_argument("--config", required=True, help="ablation preset, e.g. training/ablation.yaml")

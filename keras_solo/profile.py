@@ -103,7 +103,7 @@ def train_throughput(config, steps=10, warmup=3):
     model.compile(optimizer=build_optimizer(config.train, 100))
     ends = []
     stamp = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter()))
-    model.fit(ds, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[stamp])
+    model.fit(ds, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[stamp], shuffle=False)
     return steps * config.train.batch_size / (ends[-1] - ends[warmup - 1])
 
 

@@ -592,7 +592,8 @@ def train(config, out_dir, *, overwrite=False, resume=True, verbose=None, extra_
             train_ds = train_ds.with_options(options)
         try:
             history = call_with_data_errors(model.fit, train_ds, epochs=config.train.epochs, steps_per_epoch=steps,
-                                            validation_data=val_ds, callbacks=callbacks, verbose=verbose)
+                                            validation_data=val_ds, callbacks=callbacks, verbose=verbose,
+                                            shuffle=False)  # the input pipeline shuffles
         finally:
             if not chief:
                 shutil.rmtree(write_dir, ignore_errors=True)

@@ -317,3 +317,22 @@ def test_real_cityscapes5_train_converts(tmp_path):
     out = tmp_path / "train.json"
     stats = convert_yolo(CITYSCAPES5, "train", out, classes=PAPER)
     _check_cityscapes5(stats, out, images=450)
+
+
+def test_the_command_prints_a_summary_and_writes_the_stats_when_asked(yolo, tmp_path, capsys):
+    """The converters printed their stats as one Python dict."""
+    from keras_solo.cli import main
+
+    out, stats_json = tmp_path / "t.json", tmp_path / "stats.json"
+    with pytest.warns(UserWarning):
+        assert main(["convert-yolo", "--data", str(yolo / "data.yaml"), "--split", "train", "--out", str(out),
+                     "--classes", "truck,person", "--stats-json", str(stats_json)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"wrote {out}: 3 images, 3 instances"
+    assert lines[1] == "  per class: truck 2, person 1"
+    assert lines[2] == "  negatives 1, missing labels 1"
+    assert lines[3] == "  dropped classes: car 2" and "{" not in "".join(lines)
+    assert json.load(open(stats_json))["per_class"] == {"truck": 2, "person": 1}
+    assert main(["convert-yolo", "--data", str(yolo / "data.yaml"), "--split", "train", "--out",
+                 str(tmp_path / "u.json"), "--stats-json", str(stats_json)]) == 2
+    assert "stats.json: already exists; use --overwrite" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from test_architecture import ROOT, RUNTIME_FILES
 from test_export import exported, tiny_artifacts
@@ -86,6 +87,27 @@ def test_predict_and_benchmark_with_only_the_runtime(art, device, tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.load(open(tmp_path / "bench.json"))
     assert result["format"] == "onnx" and result["runs"] == 2 and result["latency_ms"]["p50"] > 0
+
+
+def test_track_with_only_the_runtime(art, device, tmp_path):
+    """`keras-solo-runtime track` on a clip of the test image: the streaming pipeline and the tracker
+    need no TensorFlow or Keras."""
+    import cv2
+
+    model = exported(art, "tflite")
+    clip = tmp_path / "clip.avi"
+    height, width = art["image"].shape[:2]
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (width, height))
+    for shift in range(6):  # the image moving right by 2 pixels a frame
+        writer.write(cv2.cvtColor(np.roll(art["image"], 2 * shift, axis=1), cv2.COLOR_RGB2BGR))
+    writer.release()
+    proc = on_device(device, "track", model, "--source", clip, "--out", tmp_path / "track", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "6 frames in" in proc.stdout and "capture -> result" in proc.stdout
+    records = json.load(open(tmp_path / "track" / "tracks.json"))
+    assert [r["frame"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert {os.path.basename(p) for p in (tmp_path / "track").iterdir()} == {"clip_track.mp4", "tracks.json",
+                                                                              "tracks_mot.txt"}
 
 
 @pytest.mark.parametrize("fmt,module,pip", [("onnx", "onnxruntime", "onnxruntime"),

@@ -476,3 +476,23 @@ def _finish(out_json, description, images, annotations, categories, stats, *, im
     stats["out_json"] = str(out_json)
     stats["image_root"] = str(image_root)
     return stats
+
+
+def format_summary(out_json, stats):
+    """A converter's stats as a few lines: images, instances per class (crowd
+    regions beside), what was skipped or dropped, the first issues."""
+    per_class = ", ".join(f"{name} {count}" + (f" (+{stats['crowd_per_class'][name]} crowd)"
+                                               if stats["crowd_per_class"].get(name) else "")
+                          for name, count in stats["per_class"].items())
+    lines = [f"wrote {out_json}: {stats['images']} images, {stats['annotations']} instances"
+             + (f" ({stats['crowd']} crowd)" if stats["crowd"] else ""),
+             f"  per class: {per_class}"]
+    skipped = {key: stats.get(key, 0) for key in ("negatives", "missing_labels", "skipped_empty", "skipped_short")}
+    if any(skipped.values()):
+        lines.append("  " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in skipped.items() if value))
+    for key in ("dropped_classes", "malformed"):
+        if stats.get(key):
+            lines.append(f"  {key.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in stats[key].items()))
+    for issue in stats.get("issues", [])[:3]:
+        lines.append(f"  issue: {issue}")
+    return "\n".join(lines)

@@ -1,6 +1,7 @@
 """`keras-solo-runtime`: run exported models (.tflite, .onnx) without TensorFlow.
 
     keras-solo-runtime predict MODEL --source IMAGE|DIR|VIDEO --out DIR [--score 0.3]
+    keras-solo-runtime track MODEL --source VIDEO|DIR|CAMERA|URL --out DIR [--live]
     keras-solo-runtime benchmark MODEL [--threads N] [--warmup W] [--runs R] [--json OUT]
         [--compare PEER.onnx ... [--rounds 3]]
 
@@ -17,7 +18,7 @@ from keras_solo.errors import SoloError, check_output, interrupt_on_sigterm, pri
 from keras_solo.runtime import bench
 from keras_solo.runtime.engine import open_engine
 from keras_solo.runtime.image import read_image
-from keras_solo.runtime.sources import list_sources, predict_source, prepare_out_dir
+from keras_solo.runtime.sources import list_sources, predict_source, prepare_out_dir, progress_bar
 
 
 def build_parser(prog="keras-solo-runtime"):
@@ -32,12 +33,29 @@ def build_parser(prog="keras-solo-runtime"):
     p.add_argument("--score", type=float, default=0.3, help="keep detections above this score")
     p.add_argument("--limit", type=int, default=0, help="only the first N images / frames")
     p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
+    p = sub.add_parser("track", help="tracked instances (stable IDs) of a video, a camera or a stream, live")
+    p.add_argument("model", help=".tflite or .onnx file (with its MODEL.json sidecar)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the sidecar's, else 2)")
+    add_track_arguments(p)
     p = sub.add_parser("benchmark", help="latency, FPS, peak RSS, model size")
     p.add_argument("model", help=".tflite or .onnx file (with its MODEL.json sidecar)")
     add_timing_arguments(p, threads=None)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     return parser
+
+
+def add_track_arguments(parser):
+    """The `track` options of both commands (keras-solo track, keras-solo-runtime track)."""
+    parser.add_argument("--source", required=True,
+                        help="video file, folder of frames, camera index (0) or stream URL (rtsp://, http://)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--live", action="store_true",
+                        help="read a file as a live camera: at its frame rate, stale frames dropped")
+    parser.add_argument("--score", type=float, default=0.1,
+                        help="detections above this reach the tracker (its second stage uses 0.1-0.5)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N frames")
+    parser.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
 
 
 def add_timing_arguments(parser, threads):
@@ -99,6 +117,31 @@ def predict_command(engine_factory, args, *, progress=False):
     return records
 
 
+def track_command(engine_factory, args, *, progress=False):
+    """Opens the source and checks --out before the engine is made, then tracks (`stream.track_source`)."""
+    from keras_solo.runtime.stream import StreamSource, format_stream_report, track_source
+    from keras_solo.runtime.track import Tracker
+
+    source = StreamSource(args.source, live=args.live, limit=args.limit)
+    try:
+        prepare_out_dir(args.out, args.overwrite, "images" if source.kind == "folder" else "stream",
+                        source.paths or [])
+        engine = engine_factory()
+    except BaseException:
+        source.close()
+        raise
+    bar = progress_bar(source.frame_count if not source.live else 0, "track", "frame", progress)
+    try:
+        result = track_source(engine, source, args.out, tracker=Tracker(), score_thr=args.score,
+                              progress=lambda: bar.update(1))
+    finally:
+        bar.close()
+    print(format_stream_report(result))
+    print(f"tracked {result['frames']} frames ({result['tracks']} tracks); overlays, tracks.json and "
+          f"tracks_mot.txt in {args.out}")
+    return result
+
+
 def main(argv=None):
     printable_paths()
     interrupt_on_sigterm()
@@ -110,6 +153,8 @@ def main(argv=None):
     try:
         if args.command == "predict":
             predict_command(lambda: open_engine(args.model, args.threads), args)
+        elif args.command == "track":
+            track_command(lambda: open_engine(args.model, args.threads), args)
         else:
             check_json_output(args.json, args.overwrite)
             check_timing_arguments(args)

@@ -228,7 +228,9 @@ def draw_overlay(image, detections, class_names, *, score_thr=0.3, alpha=0.45, f
         image: (h, w, 3) uint8 RGB.
         detections: dict masks (N, h, w), labels (N,), boxes (N, 4) COCO x, y,
             w, h (as `to_original` gives them); optional scores (N,) (drawn
-            highest first, those below `score_thr` skipped) and iscrowd (N,).
+            highest first, those below `score_thr` skipped), iscrowd (N,) and
+            track_ids (N,) (`track.Tracker`: the colour follows the ID, which
+            is drawn as ``#ID``).
         class_names: names indexed by label.
         fps: if given, the measured FPS is written in the top-left corner.
 
@@ -241,12 +243,13 @@ def draw_overlay(image, detections, class_names, *, score_thr=0.3, alpha=0.45, f
     thickness = max(1, int(round(font / 0.4)))
     keep = int(round(256 * (1 - alpha)))  # blend = (pixel * keep + colour * (256 - keep)) / 256
     scores = detections.get("scores")
+    track_ids = detections.get("track_ids")
     crowd = detections.get("iscrowd", np.zeros(len(detections["masks"]), bool))
     order = np.argsort(-np.asarray(scores)) if scores is not None else range(len(detections["masks"]))
     for rank, n in enumerate(order):
         if scores is not None and float(scores[n]) < score_thr:
             continue
-        colour = (160, 160, 160) if crowd[n] else instance_colour(rank)
+        colour = (160, 160, 160) if crowd[n] else instance_colour(rank if track_ids is None else int(track_ids[n]))
         x, y, bw, bh = (int(round(float(v))) for v in detections["boxes"][n])
         x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + max(bw, 1)), min(height, y + max(bh, 1))
         region = np.asarray(detections["masks"][n][y0:y1, x0:x1], bool)
@@ -257,7 +260,8 @@ def draw_overlay(image, detections, class_names, *, score_thr=0.3, alpha=0.45, f
             crop[region] = tint.astype(np.uint8)
             contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(crop, contours, -1, tuple(int(c) for c in colour), thickness)
-        text = class_name(detections["labels"][n], class_names)
+        text = "" if track_ids is None else f"#{int(track_ids[n])} "
+        text += class_name(detections["labels"][n], class_names)
         text += f" {float(scores[n]):.2f}" if scores is not None else ""
         text += " (crowd)" if crowd[n] else ""
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, thickness)

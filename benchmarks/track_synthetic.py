@@ -1,0 +1,155 @@
+"""The tracker alone on synthetic sequences with known identities (issue 27).
+
+1. Quality: each seed's `make_sequence` (moving, occluding road objects),
+   its ground truth turned into detections by `perturb` (10% dropped, boxes
+   and masks jittered by 5% of their size, 20% scored in ByteTrack's low
+   band), tracked by `Tracker` with its defaults and scored with
+   py-motmetrics: MOTA, IDF1, ID switches. The same sequences with exact
+   detections give the scenes' own ceiling: an object hidden behind another
+   for many frames and coming back elsewhere gets a new ID.
+2. Cost: `Tracker.update` per frame (median over every update, after one
+   warm-up pass) at 5, 20 and 50 objects in a 1280x720 frame, made of a grid
+   of independent sequences (1, 2x2, 4x4 tiles) so that that many objects
+   are visible at once; with masks, and with boxes only.
+
+    .venv/bin/python benchmarks/track_synthetic.py [--out runs/track_synthetic.json]
+
+numpy, OpenCV, pycocotools (the synthetic painter) and motmetrics; no
+TensorFlow.
+"""
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere in the checkout
+
+from keras_solo.data.sequences import make_sequence, mot_metrics, perturb  # noqa: E402
+from keras_solo.errors import check_output, write_json  # noqa: E402
+from keras_solo.runtime.track import Tracker  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VISIBLE = 0.85  # about this fraction of the objects of a fresh tile is in view (spread 0)
+
+
+def size_arg(text):
+    width, height = (int(v) for v in text.lower().split("x"))
+    return width, height
+
+
+def quality(args):
+    """MOTA / IDF1 / ID switches per seed, perturbed and exact detections."""
+    rows = []
+    for seed in args.seeds:
+        sequence = make_sequence(args.frames, args.objects, size=args.size, seed=seed)
+        row = {"seed": seed, "gt_boxes": sum(len(g["track_ids"]) for g in sequence["gt"]),
+               "objects": len({int(i) for g in sequence["gt"] for i in g["track_ids"]})}
+        for name, options in (("perturbed", {"drop": args.drop, "jitter": args.jitter,
+                                             "low_fraction": args.low_fraction,
+                                             "false_positives": args.false_positives}),
+                              ("exact", {"drop": 0.0, "jitter": 0.0, "low_fraction": 0.0})):
+            tracker = Tracker()
+            tracked = [tracker.update(found) for found in perturb(sequence["gt"], seed=seed, **options)]
+            row[name] = mot_metrics(sequence["gt"], tracked)
+        rows.append(row)
+        print(f"seed {seed}: {row['objects']} objects, {row['gt_boxes']} boxes | " + " | ".join(
+            f"{name} MOTA {row[name]['mota']:.3f} IDF1 {row[name]['idf1']:.3f} ID sw {row[name]['id_switches']}"
+            for name in ("perturbed", "exact")))
+    summary = {name: {"mota": float(np.mean([r[name]["mota"] for r in rows])),
+                      "idf1": float(np.mean([r[name]["idf1"] for r in rows])),
+                      "id_switches": int(sum(r[name]["id_switches"] for r in rows)),
+                      "max_id_switches_per_sequence": int(max(r[name]["id_switches"] for r in rows))}
+               for name in ("perturbed", "exact")}
+    return rows, summary
+
+
+def tiled(records, columns, tile):
+    """One frame's records of columns x columns sequences laid out as tiles of one frame."""
+    width, height = tile
+    boxes, masks = [], []
+    for t, found in enumerate(records):
+        ox, oy = (t % columns) * width, (t // columns) * height
+        boxes.append(found["boxes"] + np.array([ox, oy, 0, 0], np.float32))
+        placed = np.zeros((len(found["masks"]), columns * height, columns * width), bool)
+        placed[:, oy:oy + height, ox:ox + width] = found["masks"]
+        masks.append(placed)
+    return {"scores": np.concatenate([f["scores"] for f in records]),
+            "labels": np.concatenate([f["labels"] for f in records]),
+            "boxes": np.concatenate(boxes), "masks": np.concatenate(masks)}
+
+
+def cost(args):
+    """Median time of Tracker.update per frame at each object count."""
+    width, height = args.timing_size
+    rows = []
+    for target in args.timing_objects:
+        columns = math.ceil(math.sqrt(target / 5))
+        tile = (width // columns, height // columns)
+        per_tile = max(1, round(target / columns ** 2 / VISIBLE))
+        tiles = [perturb(make_sequence(args.timing_frames, per_tile, size=tile, seed=100 + t, spread=0.0)["gt"],
+                         seed=t, drop=args.drop, jitter=args.jitter, low_fraction=args.low_fraction)
+                 for t in range(columns ** 2)]
+        frames = [tiled(records, columns, tile) for records in zip(*tiles)]
+        row = {"objects": target, "tiles": f"{columns}x{columns} of {tile[0]}x{tile[1]}",
+               "detections_per_frame": float(np.mean([len(f["scores"]) for f in frames]))}
+        for name, records in (("masks", frames), ("boxes_only", [{k: f[k] for k in ("scores", "labels", "boxes")}
+                                                                 for f in frames])):
+            times = []
+            for repeat in range(args.repeats + 1):
+                tracker = Tracker()
+                for found in records:
+                    start = time.perf_counter()
+                    tracker.update(found)
+                    if repeat:  # the first pass warms up
+                        times.append(time.perf_counter() - start)
+            row[name] = {"median_ms": 1e3 * float(np.median(times)), "p90_ms": 1e3 * float(np.percentile(times, 90)),
+                         "updates": len(times)}
+        rows.append(row)
+        print(f"{target} objects ({row['tiles']}, {row['detections_per_frame']:.1f} detections/frame): "
+              f"update {row['masks']['median_ms']:.3f} ms median (p90 {row['masks']['p90_ms']:.3f}), "
+              f"boxes only {row['boxes_only']['median_ms']:.3f} ms")
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=os.path.join(ROOT, "runs", "track_synthetic.json"), help="JSON results")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--objects", type=int, default=8, help="objects per sequence")
+    parser.add_argument("--size", type=size_arg, default=(256, 128), help="WxH of the quality sequences")
+    parser.add_argument("--drop", type=float, default=0.1)
+    parser.add_argument("--jitter", type=float, default=0.05)
+    parser.add_argument("--low-fraction", type=float, default=0.2)
+    parser.add_argument("--false-positives", type=float, default=0.0, help="mean per frame")
+    parser.add_argument("--timing-objects", type=int, nargs="+", default=[5, 20, 50])
+    parser.add_argument("--timing-size", type=size_arg, default=(1280, 720))
+    parser.add_argument("--timing-frames", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=4, help="timed passes over the timing frames")
+    args = parser.parse_args(argv)
+    check_output(args.out, folder=False)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+
+    rows, summary = quality(args)
+    for name, s in summary.items():
+        print(f"{name}: MOTA {s['mota']:.3f}, IDF1 {s['idf1']:.3f}, ID switches {s['id_switches']} in "
+              f"{len(rows)} x {args.frames} frames (at most {s['max_id_switches_per_sequence']} per sequence)")
+    timing = cost(args)
+    perturbed = summary["perturbed"]
+    switches = perturbed["max_id_switches_per_sequence"]
+    for goal, met in (("IDF1 >= 0.95", perturbed["idf1"] >= 0.95),
+                      ("ID switches < frames/10 per sequence", switches < args.frames / 10),
+                      ("<= 1 ms per frame at 20 objects (with masks)",
+                       any(r["objects"] == 20 and r["masks"]["median_ms"] <= 1.0 for r in timing))):
+        print(f"issue 27 target {goal}: {'met' if met else 'missed'}")
+    write_json(args.out, {"args": {k: v for k, v in vars(args).items() if k != "out"}, "sequences": rows,
+                          "summary": summary, "timing": timing}, what="results")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

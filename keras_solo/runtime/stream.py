@@ -1,0 +1,376 @@
+"""Video and live streams with capture, inference and output overlapped.
+
+Three threads, joined by two queues::
+
+    capture (reads frames) -> [slot] -> inference + tracking (this thread) -> [queue] -> output (draws, writes)
+
+- A **file** (or a folder of images) gives every frame: the capture thread
+  waits while the slot is full.
+- A **live** source (a camera index, a stream URL, or a file with
+  ``live=True``, read at its own frame rate) never queues: the slot holds
+  the latest frame only, and a frame not taken before the next arrives is
+  dropped and counted, so the capture-to-result latency stays within about
+  one inference time however slow the model is.
+
+Each frame's stages are timed (capture, letterbox, network, decode, track,
+draw + write) and so is its end-to-end latency, from the moment it was
+captured to the moment its result (detections, tracked) was ready.
+Ctrl-C (or SIGTERM, see `errors.interrupt_on_sigterm`) stops the capture and
+lets the output thread write everything done so far.
+"""
+
+import os
+import queue
+import threading
+import time
+
+import cv2
+import numpy as np
+
+from keras_solo.errors import SoloError
+from keras_solo.runtime.image import IMAGE_EXTENSIONS, read_image
+from keras_solo.runtime.sources import cv2_path, video_open_problem
+
+LIVE_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+STAGES = ("capture", "letterbox", "network", "decode", "track", "output")
+OPEN_TIMEOUT_MS = 10_000  # a stream that answers nothing in this time is dead (OpenCV's FFmpeg default is 30 s)
+_END = object()
+
+
+class Frame:
+    """One captured frame: its index, (h, w, 3) uint8 RGB image, capture time
+    (`time.perf_counter`), time in the source (ms) and file name (folders)."""
+
+    __slots__ = ("index", "image", "captured", "time_ms", "name", "timing")
+
+    def __init__(self, index, image, captured, time_ms, name=None):
+        self.index, self.image, self.captured, self.time_ms, self.name = index, image, captured, time_ms, name
+        self.timing = {}
+
+
+def source_kind(source):
+    """"camera" (a device index), "stream" (a URL), "folder" or "video"."""
+    text = os.fspath(source)
+    if text.isdigit():
+        return "camera"
+    if text.lower().startswith(LIVE_PREFIXES):
+        return "stream"
+    if os.path.isdir(text):
+        return "folder"
+    return "video"
+
+
+class StreamSource:
+    """Frames of a camera, a stream URL, a video file or a folder of images.
+
+    Args:
+        source: camera index ("0"), URL, video file or folder.
+        live: read a file as a live source (at its frame rate, latest frame
+            only); cameras and URLs are always live.
+        limit: stop after this many frames (0 = all).
+
+    Raises:
+        SoloError: one line when the source cannot be opened or gives no
+            frame (an unopenable camera, a dead stream, a 0-frame file).
+    """
+
+    def __init__(self, source, *, live=False, limit=0):
+        self.source, self.kind, self.limit = os.fspath(source), source_kind(source), int(limit)
+        self.live = live or self.kind in ("camera", "stream")
+        self.paced = live and self.kind in ("video", "folder")  # a file read at its own rate
+        self.capture, self.paths, self.fps, self.frame_count = None, None, 0.0, 0
+        if self.kind == "folder":
+            self.paths = sorted(os.path.join(self.source, n) for n in os.listdir(self.source)
+                                if n.lower().endswith(IMAGE_EXTENSIONS))
+            if not self.paths:
+                raise SoloError(f"{self.source}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            self.fps, self.frame_count = 30.0, len(self.paths)
+            self.first = read_image(self.paths[0])
+            return
+        self.capture = self._open()
+        if self.kind == "video":
+            self.frame_count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        ok, first = self.capture.read()
+        if not ok:
+            problem = self._problem("gives no frame")
+            self.capture.release()
+            raise SoloError(f"{self._label()}: {problem}")
+        self.first = cv2.cvtColor(first, cv2.COLOR_BGR2RGB)
+        self.first_ms = self.capture.get(cv2.CAP_PROP_POS_MSEC)
+        self.fps = self.capture.get(cv2.CAP_PROP_FPS) or 0.0
+
+    def _label(self):
+        return f"camera {self.source}" if self.kind == "camera" else self.source
+
+    def _problem(self, what):
+        if self.kind == "camera":
+            return f"cannot read from the camera ({what}: no such device, busy, or no permission)"
+        if self.kind == "stream":
+            return f"cannot read the stream ({what} within {OPEN_TIMEOUT_MS // 1000} s: unreachable, ended or unsupported)"
+        return video_open_problem(self.capture)
+
+    def _open(self):
+        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, OPEN_TIMEOUT_MS]
+        if self.kind == "camera":
+            capture = cv2.VideoCapture(int(self.source))
+        elif self.kind == "stream":
+            capture = cv2.VideoCapture(self.source, cv2.CAP_FFMPEG, timeouts)
+        else:
+            if not os.path.exists(self.source):
+                raise SoloError(f"{self.source}: no such file or folder")
+            with cv2_path(self.source) as readable:  # the capture keeps the file open once made
+                capture = cv2.VideoCapture(readable)
+        if not capture.isOpened():
+            self.capture = capture
+            problem = self._problem("it does not open")
+            capture.release()
+            raise SoloError(f"{self._label()}: {problem}")
+        return capture
+
+    def frames(self, stop):
+        """Yields `Frame`s until the source ends, `limit` is reached or `stop` is set."""
+        start = time.perf_counter()
+        index = 0
+        image, time_ms = self.first, 0.0
+        while image is not None and not stop.is_set() and (not self.limit or index < self.limit):
+            name = os.path.basename(self.paths[index]) if self.paths else None
+            now = time.perf_counter()
+            # a live frame's time is when it arrived: the output video keeps the real pace, gaps included
+            yield Frame(index, image, now, (now - start) * 1000.0 if self.live else time_ms, name)
+            index += 1
+            if self.paced:  # a file as a live camera: the next frame exists from its time on
+                due = start + index / (self.fps or 30.0)
+                while time.perf_counter() < due and not stop.is_set():
+                    time.sleep(min(0.005, max(0.0, due - time.perf_counter())))
+            image, time_ms = self._read(index)
+
+    def _read(self, index):
+        if self.paths is not None:
+            return (read_image(self.paths[index]), index * 1000.0 / self.fps) if index < len(self.paths) else (None, 0)
+        ok, frame = self.capture.read()
+        if not ok:
+            return None, 0.0
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), self.capture.get(cv2.CAP_PROP_POS_MSEC) - self.first_ms
+
+    def close(self):
+        if self.capture is not None:
+            self.capture.release()
+
+
+class _Capture(threading.Thread):
+    """Reads `source` into a one-slot mailbox (live: the newest frame wins,
+    the replaced one is counted as dropped) or a short queue (files: waits)."""
+
+    def __init__(self, source, stop):
+        super().__init__(daemon=True, name="keras-solo-capture")
+        self.source, self.stop = source, stop
+        self.slot = queue.Queue(maxsize=1 if source.live else 4)
+        self.dropped, self.read_times, self.error = 0, [], None
+
+    def run(self):
+        try:
+            frames = self.source.frames(self.stop)
+            while True:
+                t0 = time.perf_counter()
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                self.read_times.append(time.perf_counter() - t0)
+                if self.source.live:
+                    self._replace(frame)
+                else:
+                    self._put(frame)
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread
+            self.error = error
+        finally:
+            self._put(_END)
+
+    def _replace(self, frame):
+        while True:
+            try:
+                self.slot.put_nowait(frame)
+                return
+            except queue.Full:
+                try:
+                    self.slot.get_nowait()
+                    self.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def _put(self, item):
+        while not self.stop.is_set() or item is _END:
+            try:
+                self.slot.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if item is _END and self.stop.is_set():  # nobody takes frames any more: make room
+                    try:
+                        self.slot.get_nowait()
+                    except queue.Empty:
+                        pass
+
+
+class _Output(threading.Thread):
+    """Runs `write(frame, result)` for each result in order, timing it."""
+
+    def __init__(self, write):
+        super().__init__(daemon=True, name="keras-solo-output")
+        self.write, self.queue, self.error = write, queue.Queue(maxsize=8), None
+
+    def run(self):
+        while True:
+            item = self.queue.get()
+            if item is _END:
+                return
+            if self.error is not None:
+                continue  # drain: the main thread stops at its next put
+            frame, result = item
+            t0 = time.perf_counter()
+            try:
+                self.write(frame, result)
+            except BaseException as error:  # noqa: BLE001 - handed to the main thread
+                self.error = error
+            frame.timing["output"] = time.perf_counter() - t0
+
+
+def run_stream(engine, source, write, *, score_thr=0.3, tracker=None, progress=None):
+    """Runs `engine` (and `tracker`) over `source`'s frames with the three threads.
+
+    Args:
+        engine: a `runtime.engine.Engine` (or anything with its ``__call__``).
+        source: a `StreamSource`.
+        write: ``write(frame, result)``, called in order in the output thread:
+            draws and writes (result: the engine's detections, tracked when
+            there is a tracker).
+        tracker: optional `runtime.track.Tracker`.
+        progress: optional callable, called once per processed frame.
+
+    Returns:
+        dict: frames (processed), dropped (live: replaced before inference),
+        seconds (wall), stages (per-stage seconds, lists), latency (capture
+        to result, seconds per frame), interrupted (Ctrl-C).
+    """
+    stop = threading.Event()
+    capture, output = _Capture(source, stop), _Output(write)
+    stages, latency, frames, interrupted = {}, [], [], False
+    start = time.perf_counter()
+    capture.start()
+    output.start()
+    try:
+        while True:
+            frame = capture.slot.get()
+            if frame is _END:
+                break
+            found, timing = engine(frame.image, min_score=score_thr)
+            t_track = time.perf_counter()
+            if tracker is not None:
+                found = tracker.update(found)
+            done = time.perf_counter()
+            frame.timing.update(letterbox=timing.get("preprocess", 0.0), network=timing.get("network", 0.0),
+                                decode=timing.get("decode", 0.0), track=done - t_track)
+            latency.append(done - frame.captured)
+            frames.append(frame)
+            if output.error is not None:
+                break
+            output.queue.put((frame, found))
+            if progress is not None:
+                progress()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        stop.set()
+        output.queue.put(_END)
+        output.join()
+        capture.join(timeout=5)
+        source.close()
+    for error in (output.error, capture.error):
+        if error is not None:
+            raise error
+    stages["capture"] = capture.read_times  # every captured frame, dropped ones too
+    for name in STAGES[1:]:
+        stages[name] = [frame.timing.get(name, 0.0) for frame in frames]
+    return {"frames": len(frames), "dropped": capture.dropped, "seconds": time.perf_counter() - start,
+            "stages": stages, "latency": latency, "interrupted": interrupted}
+
+
+def format_stream_report(result):
+    """The end-of-run lines: frames/s, drops, per-stage and end-to-end latency percentiles (ms)."""
+    def ms(values):
+        values = np.asarray([v for v in values if v is not None], np.float64) * 1000.0
+        if not values.size:
+            return "-"
+        p50, p90, p99 = np.percentile(values, [50, 90, 99])
+        return f"p50 {p50:.1f} / p90 {p90:.1f} / p99 {p99:.1f} ms"
+
+    fps = result["frames"] / max(result["seconds"], 1e-9)
+    lines = [f"{result['frames']} frames in {result['seconds']:.1f} s ({fps:.1f} frames/s); "
+             f"{result['dropped']} stale frames dropped" + (" (interrupted)" if result["interrupted"] else "")]
+    for name in STAGES:
+        lines.append(f"  {name:<10} {ms(result['stages'][name])}")
+    lines.append(f"  capture -> result {ms(result['latency'])}")
+    return "\n".join(lines)
+
+
+class TrackOutput:
+    """What `track_source` writes into `out`: overlays coloured by track ID (a
+    video ``<stem>_track.mp4`` at the source's timing, or one image per
+    folder member), ``tracks.json`` (`track.track_record` per frame) and
+    ``tracks_mot.txt`` (MOTChallenge lines). Called in the output thread."""
+
+    def __init__(self, out, source, class_names):
+        from keras_solo.runtime.detections import overlay_names
+        from keras_solo.runtime.sources import VideoOutput
+
+        self.out, self.class_names, self.records, self.mot = out, class_names, [], []
+        self.video, self.names = None, {}
+        if source.kind == "folder":
+            self.names = dict(zip((os.path.basename(p) for p in source.paths), overlay_names(source.paths)))
+        else:
+            stem = {"camera": f"camera{source.source}", "stream": "stream"}.get(
+                source.kind, os.path.splitext(os.path.basename(source.source))[0])
+            self.video = VideoOutput(os.path.join(out, f"{stem}_track.mp4"), source.fps, source.first.shape[1::-1])
+
+    def __call__(self, frame, tracked):
+        from keras_solo.runtime.detections import draw_overlay
+        from keras_solo.runtime.sources import write_overlay
+        from keras_solo.runtime.track import mot_lines, track_record
+
+        overlay = cv2.cvtColor(draw_overlay(frame.image, tracked, self.class_names, score_thr=0.0),
+                               cv2.COLOR_RGB2BGR)
+        if self.video is not None:
+            self.video.write(overlay, frame.time_ms)
+        else:
+            write_overlay(os.path.join(self.out, self.names[frame.name]), overlay)
+        record = track_record(frame.index, tracked, self.class_names)
+        if frame.name:
+            record["source"] = frame.name
+        self.records.append(record)
+        self.mot.extend(mot_lines(frame.index, tracked))
+
+    def close(self, keep=True):
+        from keras_solo.errors import atomic_write, write_json
+
+        if self.video is not None:
+            self.video.close(keep=keep and bool(self.records))
+        write_json(os.path.join(self.out, "tracks.json"), self.records, what="tracks", indent=None)
+
+        def write_mot(tmp):
+            with open(tmp, "w") as f:
+                f.write("".join(line + "\n" for line in self.mot))
+
+        atomic_write(os.path.join(self.out, "tracks_mot.txt"), write_mot, what="MOT tracks")
+
+
+def track_source(engine, source, out, *, tracker, score_thr=0.1, progress=None):
+    """Tracks `source` (a `StreamSource`) with `engine` and `tracker` into
+    `out` (`TrackOutput`); returns `run_stream`'s result plus ``tracks``
+    (distinct track IDs reported)."""
+    output = TrackOutput(out, source, engine.class_names)
+    finished = False
+    try:
+        result = run_stream(engine, source, output, score_thr=score_thr, tracker=tracker, progress=progress)
+        finished = True
+    finally:
+        output.close(keep=finished)
+    result["tracks"] = len({r["track_id"] for record in output.records for r in record["instances"]})
+    return result

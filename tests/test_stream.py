@@ -1,0 +1,126 @@
+"""The streaming pipeline and `track` (keras_solo.runtime.stream): every frame
+of a file, the latest-frame policy of a live source, Ctrl-C, bad sources. A
+stand-in engine finds the bright squares of a synthetic clip (TF-free, fast);
+tests/test_track.py tests the tracker itself."""
+
+import argparse
+import json
+import os
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from keras_solo.errors import SoloError
+from keras_solo.runtime.cli import track_command
+from keras_solo.runtime.stream import StreamSource, run_stream
+
+
+class BrightEngine:
+    """Each bright square (value > 200) of the frame is a car; `delay` s of "network" per call."""
+
+    class_names = ("person", "rider", "car", "truck", "bus")
+
+    def __init__(self, delay=0.0, interrupt_at=None):
+        self.delay, self.interrupt_at, self.calls = delay, interrupt_at, 0
+
+    def __call__(self, image, min_score=0.0):
+        self.calls += 1
+        if self.interrupt_at is not None and self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        time.sleep(self.delay)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats((image[..., 0] > 200).astype(np.uint8))
+        masks = np.stack([labels == i for i in range(1, count)]) if count > 1 else np.zeros((0, *image.shape[:2]), bool)
+        found = {"scores": np.full(count - 1, 0.9, np.float32), "labels": np.full(count - 1, 2),
+                 "masks": masks, "boxes": stats[1:, :4].astype(np.float32)}
+        return found, {"preprocess": 0.0, "network": self.delay, "decode": 0.0, "total": self.delay}
+
+
+def write_clip(path, frames=40, fps=30, size=(160, 96)):
+    """Two squares moving in opposite directions (they cross mid-clip, one above the other)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for i in range(frames):
+        image = np.zeros((size[1], size[0], 3), np.uint8)
+        x = 10 + 2 * i
+        image[10:30, x:x + 20] = 255
+        image[50:70, size[0] - 30 - 2 * i:size[0] - 10 - 2 * i] = 255
+        writer.write(image)
+    writer.release()
+    return path
+
+
+def args_for(source, out, **options):
+    values = dict(source=str(source), out=str(out), live=False, score=0.1, limit=0, overwrite=False)
+    values.update(options)
+    return argparse.Namespace(**values)
+
+
+def test_a_file_is_tracked_frame_by_frame_with_stable_ids(tmp_path, capsys):
+    clip = write_clip(tmp_path / "clip.avi")
+    result = track_command(BrightEngine, args_for(clip, tmp_path / "out"))
+    assert result["frames"] == 40 and result["dropped"] == 0 and result["tracks"] == 2
+    records = json.load(open(tmp_path / "out" / "tracks.json"))
+    assert [r["frame"] for r in records] == list(range(1, 41))
+    ids = [sorted(i["track_id"] for i in r["instances"]) for r in records]
+    assert all(frame_ids == [1, 2] for frame_ids in ids)
+    top = [next(i for i in r["instances"] if i["bbox_xywh"][1] < 40)["track_id"] for r in records]
+    assert len(set(top)) == 1  # the upper square keeps its ID through the crossing
+    mot = (tmp_path / "out" / "tracks_mot.txt").read_text().splitlines()
+    assert len(mot) == 80 and mot[0].split(",")[:2] == ["1", "1"]
+    capture = cv2.VideoCapture(str(tmp_path / "out" / "clip_track.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 40
+    report = capsys.readouterr().out
+    assert "40 frames in" in report and "capture -> result p50" in report and "0 stale frames dropped" in report
+
+
+def test_a_live_source_drops_stale_frames_and_keeps_latency_bounded(tmp_path):
+    """A 30 frames/s source and a model at 10 frames/s: a queue would grow to a latency of seconds."""
+    clip = write_clip(tmp_path / "clip.avi", frames=60)
+    source = StreamSource(str(clip), live=True)
+    result = run_stream(BrightEngine(delay=0.1), source, lambda frame, found: None)
+    assert result["dropped"] > 20 and result["frames"] + result["dropped"] <= 60
+    assert result["frames"] >= 10
+    # every frame waited at most for the inference in progress: ~2 inference times, not the clip's length
+    assert max(result["latency"]) < 0.6, max(result["latency"])
+    file_result = run_stream(BrightEngine(delay=0.01), StreamSource(str(clip)), lambda frame, found: None)
+    assert file_result["frames"] == 60 and file_result["dropped"] == 0
+
+
+def test_ctrl_c_keeps_everything_done_so_far(tmp_path, capsys):
+    clip = write_clip(tmp_path / "clip.avi")
+    result = track_command(lambda: BrightEngine(interrupt_at=11), args_for(clip, tmp_path / "out"))
+    assert result["interrupted"] and result["frames"] == 10
+    assert len(json.load(open(tmp_path / "out" / "tracks.json"))) == 10
+    capture = cv2.VideoCapture(str(tmp_path / "out" / "clip_track.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 10  # a playable file under its final name
+    assert "(interrupted)" in capsys.readouterr().out
+
+
+def test_a_folder_of_frames_is_a_sequence(tmp_path):
+    clip = write_clip(tmp_path / "clip.avi", frames=6)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    capture = cv2.VideoCapture(str(clip))
+    for i in range(6):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), capture.read()[1])
+    result = track_command(BrightEngine, args_for(folder, tmp_path / "out"))
+    assert result["frames"] == 6 and result["tracks"] == 2
+    assert sorted(os.listdir(tmp_path / "out")) == [f"{i:03d}.jpg" for i in range(6)] + ["tracks.json",
+                                                                                        "tracks_mot.txt"]
+
+
+def test_bad_sources_are_one_line_errors(tmp_path):
+    empty = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 32)).release()
+    cases = [
+        (str(empty), f"{empty}: holds no frames (0 frames in the container)"),
+        ("97", "camera 97: cannot read from the camera (it does not open: no such device, busy, or no permission)"),
+        ("rtsp://127.0.0.1:9/none", "rtsp://127.0.0.1:9/none: cannot read the stream (it does not open within"),
+        (str(tmp_path / "nope.mp4"), f"{tmp_path / 'nope.mp4'}: no such file or folder"),
+    ]
+    for source, message in cases:
+        with pytest.raises(SoloError) as info:
+            track_command(BrightEngine, args_for(source, tmp_path / "out"))
+        assert str(info.value).startswith(message), str(info.value)
+    assert not (tmp_path / "out").exists()  # nothing made before the source opened
