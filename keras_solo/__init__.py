@@ -1,1 +1,23 @@
-"""keras-solo."""
+"""keras-solo: SOLO instance segmentation with grid attention for Keras 3.
+
+The public API (`keras_solo.api`) loads on first use, so ``import
+keras_solo.runtime`` on a device stays free of TensorFlow and Keras::
+
+    import keras_solo
+    model = keras_solo.SOLO.from_preset("demo")
+"""
+
+__all__ = ["SOLO", "preset_names", "load_config", "coco_dataset", "detect", "coco_metrics", "export_model",
+           "COCOEvalCallback", "ResumableBackup"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        from keras_solo import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'keras_solo' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -10,46 +10,11 @@ import os
 from keras_solo.errors import SoloError
 
 
-def scaled_scale_ranges(model_config):
-    """SOLO's scale ranges rescaled from the reference short side to the input's."""
-    from keras_solo.targets import scale_ranges_for_input
-
-    width, height = model_config.input_size
-    return scale_ranges_for_input(model_config.scale_ranges, (height, width), model_config.scale_reference_size)
-
-
 def model_kwargs(config):
-    """Keyword arguments of `SOLO` from a config: the architecture, and its target assigner, loss and decoder."""
-    from keras_solo.losses import SOLOLoss
-    from keras_solo.postprocess import SOLODecoder
-    from keras_solo.targets import SOLOTargetAssigner
+    """Keyword arguments of `SOLO` from a config (`model.solo.solo_kwargs`)."""
+    from keras_solo.model.solo import solo_kwargs
 
-    m, t, e = config.model, config.train, config.eval
-    return dict(
-        num_classes=m.num_classes,
-        class_names=m.class_names,
-        input_size=m.input_size,
-        backbone=m.backbone,
-        backbone_weights=m.backbone_weights,
-        fpn_channels=m.fpn_channels,
-        levels=m.levels,
-        grids=m.grids,
-        head_resize=m.head_resize,
-        head_convs=m.head_convs,
-        head_channels=m.head_channels,
-        norm_groups=m.norm_groups,
-        head_norm=m.head_norm,
-        use_coords=m.use_coords,
-        use_attention=m.use_attention,
-        attention_dim=m.attention_dim,
-        attention_gamma_init=m.attention_gamma_init,
-        attention_normalize=m.attention_normalize,
-        prior_prob=m.prior_prob,
-        target_assigner=SOLOTargetAssigner(scale_ranges=scaled_scale_ranges(m), center_sigma=m.center_sigma,
-                                           max_positives=m.max_positives, mask_stride=config.data.mask_stride),
-        solo_loss=SOLOLoss(focal_alpha=t.focal_alpha, focal_gamma=t.focal_gamma, mask_weight=t.mask_loss_weight),
-        decoder=SOLODecoder(**{f.name: getattr(e, f.name) for f in dataclasses.fields(SOLODecoder)}),
-    )
+    return solo_kwargs(config)
 
 
 def build_model(config, build=True):

@@ -27,6 +27,9 @@ from keras_solo.errors import SoloError, atomic_write
 from keras_solo.runtime.formats import QUANTS
 
 PAPER_CLASSES = ("person", "rider", "car", "truck", "bus")
+# The presets that ship with the package (keras_solo/presets/NAME.yaml); the
+# recipes in training/ name one as their base.
+PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
 BACKBONES = ("resnet50", "mobilenetv3", "efficientnet_lite0", "tiny")
 LEVEL_NAMES = ("P2", "P3", "P4", "P5", "P6")
 
@@ -458,6 +461,23 @@ def read_yaml(path):
     return data
 
 
+def preset_names():
+    """The names of the packaged presets ("demo", "edge", "paper", ...)."""
+    return tuple(sorted(n[:-5] for n in os.listdir(PRESETS_DIR) if n.endswith(".yaml")))
+
+
+def preset_path(preset):
+    """The YAML file of a preset: a packaged preset's name, else `preset` as a path."""
+    text = os.fspath(preset)
+    if not text.endswith((".yaml", ".yml")) and os.sep not in text and not os.path.exists(text):
+        path = os.path.join(PRESETS_DIR, f"{text}.yaml")
+        if not os.path.exists(path):
+            raise SoloError(f"{text!r}: no such preset (packaged: {', '.join(preset_names())}) "
+                            "and no such config file" + _suggest(text, preset_names()))
+        return path
+    return text
+
+
 def read_preset(path, _seen=()):
     """A preset's sections, with ``base: FILE`` (a path relative to the
     preset's folder) read first and this file's keys laid over it, key by key
@@ -484,7 +504,8 @@ def load_config(path=None, overrides=()):
     """Loads a preset (or the defaults) and applies ``--set`` overrides.
 
     Args:
-        path: a YAML file, or None for the defaults.
+        path: a YAML file, the name of a packaged preset (`preset_names`), or
+            None for the defaults.
         overrides: iterable of ``"dotted.key=value"`` strings.
 
     Returns:
@@ -493,6 +514,7 @@ def load_config(path=None, overrides=()):
     Raises:
         SoloError: naming the file (or ``--set``) and the dotted key.
     """
+    path = preset_path(path) if path is not None else None
     data = read_preset(path) if path is not None else {}
     source = os.fspath(path) if path is not None else "<defaults>"
     override_list = list(overrides or ())

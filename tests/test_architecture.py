@@ -21,11 +21,12 @@ RANKS = [
     ("keras_solo.model.layers", "keras_solo.model.pth", "keras_solo.model.batch_norm"),
     ("keras_solo.model.backbone", "keras_solo.model.efficientnet_lite", "keras_solo.model.fpn",
      "keras_solo.model.heads", "keras_solo.model.attention", "keras_solo.model"),
-    ("keras_solo.targets", "keras_solo.losses", "keras_solo.postprocess"),
+    ("keras_solo.targets", "keras_solo.losses", "keras_solo.postprocess", "keras_solo.optimizers"),
     ("keras_solo.model.solo",),
     ("keras_solo.builders", "keras_solo.train", "keras_solo.evaluate", "keras_solo.predict",
      "keras_solo.profile"),
     ("keras_solo.ablation", "keras_solo.export", "keras_solo.litert_profile", "keras_solo.benchmark"),
+    ("keras_solo.api",),
     ("keras_solo.cli",),
 ]
 

@@ -406,6 +406,55 @@ class SOLO(keras.Model):
         return self.decode(self(x, training=False))
 
     # ------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, preset="edge", *, overrides=(), **model_options):
+        """A built SOLO from a packaged preset ("demo", "edge", "paper", ...;
+        `config.preset_names`), a preset YAML file or a `SOLOConfig`.
+
+        Args:
+            preset: preset name, YAML path or `SOLOConfig`.
+            overrides: ``"section.key=value"`` strings, as ``--set``.
+            **model_options: model fields, e.g. ``num_classes=3,
+                class_names=("car", "bus", "person"), input_size=(640, 320)``
+                (``num_classes`` follows ``class_names`` when only they are given).
+
+        The preset's training section stays on the model (`train_config`):
+        `compile()` without an optimizer trains with its optimizer and
+        learning-rate schedule, sized at `fit` (`fit`'s epochs and steps).
+        """
+        from keras_solo.config import SOLOConfig, load_config
+
+        if "class_names" in model_options and "num_classes" not in model_options:
+            model_options["num_classes"] = len(model_options["class_names"])
+        items = [*overrides, *(f"model.{key}={_yaml_value(value)}" for key, value in model_options.items())]
+        if isinstance(preset, SOLOConfig):
+            from keras_solo.config import config_to_dict
+
+            config = load_config(None, _as_overrides(config_to_dict(preset)) + items) if items else preset
+        else:
+            config = load_config(preset, items)
+        model = cls(**solo_kwargs(config))
+        model.build()
+        model.preset_config, model.train_config = config, config.train
+        return model
+
+    def compile(self, optimizer=None, **kwargs):
+        """`keras.Model.compile`; without an optimizer (and with a preset's
+        `train_config`) the preset's optimizer and schedule are made at `fit`."""
+        self._preset_optimizer = optimizer is None and getattr(self, "train_config", None) is not None
+        super().compile(optimizer=optimizer or "rmsprop", **kwargs)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        if getattr(self, "_preset_optimizer", False):
+            from keras_solo.optimizers import build_optimizer
+
+            steps = kwargs.get("steps_per_epoch") or _steps_of(x)
+            self.optimizer = build_optimizer(self.train_config, steps, epochs=kwargs.get("epochs", 1))
+            self.optimizer.build(self.trainable_variables)
+            self._preset_optimizer = False
+        kwargs.setdefault("shuffle", False)  # the input pipelines shuffle (Keras warns it would ignore True)
+        return super().fit(x, y, *args, **kwargs)
+
     def get_config(self):
         config = super().get_config()
         config.update({
@@ -452,6 +501,63 @@ class SOLO(keras.Model):
 
 def _fields(cls):
     return {f.name for f in dataclasses.fields(cls)}
+
+
+def _yaml_value(value):
+    """A Python value as the YAML text of a ``--set`` override."""
+    import json
+
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+def _as_overrides(tree, prefix=""):
+    out = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out += _as_overrides(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={_yaml_value(value)}")
+    return out
+
+
+def _steps_of(data):
+    """Batches per pass of a fit input: len() of a PyDataset, the cardinality of a finite tf.data."""
+    try:
+        return len(data)
+    except TypeError:
+        pass
+    cardinality = getattr(data, "cardinality", None)
+    steps = int(cardinality()) if cardinality is not None else -1
+    if steps <= 0:
+        raise ValueError("fit(steps_per_epoch=...) is needed to size the preset's learning-rate schedule: "
+                         "the input does not say how many batches a pass has")
+    return steps
+
+
+def scaled_scale_ranges(model_config):
+    """SOLO's scale ranges rescaled from the reference short side to the input's."""
+    width, height = model_config.input_size
+    return solo_targets.scale_ranges_for_input(model_config.scale_ranges, (height, width),
+                                               model_config.scale_reference_size)
+
+
+def solo_kwargs(config):
+    """Keyword arguments of `SOLO` from a `SOLOConfig`: the architecture, and its
+    target assigner, loss and decoder."""
+    m, t, e = config.model, config.train, config.eval
+    architecture = {name: getattr(m, name) for name in (
+        "num_classes", "class_names", "input_size", "backbone", "backbone_weights", "fpn_channels", "levels",
+        "grids", "head_resize", "head_convs", "head_channels", "norm_groups", "head_norm", "use_coords",
+        "use_attention", "attention_dim", "attention_gamma_init", "attention_normalize", "prior_prob")}
+    return dict(
+        architecture,
+        target_assigner=solo_targets.SOLOTargetAssigner(scale_ranges=scaled_scale_ranges(m),
+                                                        center_sigma=m.center_sigma, max_positives=m.max_positives,
+                                                        mask_stride=config.data.mask_stride),
+        solo_loss=solo_losses.SOLOLoss(focal_alpha=t.focal_alpha, focal_gamma=t.focal_gamma,
+                                       mask_weight=t.mask_loss_weight),
+        decoder=postprocess.SOLODecoder(**{f.name: getattr(e, f.name) for f in dataclasses.fields(postprocess.SOLODecoder)}),
+    )
 
 
 # The model's serialisable parts, and the flat keys files saved before them used.

@@ -1,0 +1,187 @@
+"""The public Python API, for a user's own `model.fit` script (`import
+keras_solo`; the `keras-solo` command is a thin layer over the same parts)::
+
+    import keras_solo
+
+    model = keras_solo.SOLO.from_preset("edge", class_names=("car", "bus"))
+    train = keras_solo.coco_dataset("train.json", "images/", model=model, training=True)
+    val = keras_solo.coco_dataset("val.json", "images/", model=model)
+    model.compile()                      # the preset's optimizer and schedule
+    model.fit(train, validation_data=val, epochs=12,
+              callbacks=[keras_solo.COCOEvalCallback("val.json", "images/", model=model)])
+    model.save("car_bus.keras")
+    keras_solo.detect(model, "frame.jpg")     # or a .keras / .tflite / .onnx path
+    keras_solo.coco_metrics("car_bus.keras", "val.json", "images/")
+    keras_solo.export_model(model, "car_bus.tflite", quant="int8", calibration="train.json", images="images/")
+"""
+
+import dataclasses
+import os
+
+# The functions are named apart from the modules keras_solo.predict / .evaluate / .export:
+# a package attribute named like a submodule is replaced by that module once it is imported.
+
+from keras_solo.config import load_config, preset_names
+from keras_solo.errors import SoloError
+from keras_solo.model.solo import SOLO
+from keras_solo.train import EvalCallback, ResumableBackup
+
+__all__ = ["SOLO", "preset_names", "load_config", "coco_dataset", "detect", "coco_metrics", "export_model",
+           "COCOEvalCallback", "ResumableBackup"]
+
+
+def _config_of(model=None, config=None, batch_size=None):
+    """The config a dataset is built with: `config`, the model's preset, or the defaults at the model's size."""
+    if config is None and model is not None:
+        config = getattr(model, "preset_config", None)
+        if config is None:
+            config = load_config(None, [f"model.input_size={list(model.input_size)}",
+                                        f"model.num_classes={model.num_classes}",
+                                        f"model.class_names={list(model.class_names)}"])
+    if config is None:
+        raise SoloError("coco_dataset needs model= or config= (the input size, classes and augmentation)")
+    if batch_size is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=int(batch_size)))
+    return config
+
+
+def _load(json_path, images, config):
+    from keras_solo.data.coco import load_coco
+
+    return load_coco(json_path, images, strict=config.data.strict, class_names=config.model.class_names)
+
+
+def coco_dataset(json_path, images=None, *, model=None, config=None, training=False, batch_size=None):
+    """What `model.fit` takes from a COCO instances JSON and its image folder.
+
+    Args:
+        json_path: COCO instances JSON (polygons or RLE).
+        images: the folder its ``file_name``s are relative to (default: the
+            JSON's folder).
+        model: a `SOLO` (its preset's data options, input size and classes);
+            or give `config` (a `SOLOConfig`).
+        training: shuffle and augment (flip, scale jitter, colour), as the
+            preset says; False for validation.
+        batch_size: default the preset's ``train.batch_size``.
+
+    Returns:
+        A finite `tf.data.Dataset` of (images, targets) batches on the
+        TensorFlow backend, a `keras.utils.PyDataset` on the others; one pass
+        is one epoch. Classes are matched by name to the model's.
+    """
+    import keras
+
+    from keras_solo import builders
+
+    config = _config_of(model, config, batch_size)
+    coco = _load(json_path, images, config)
+    if keras.backend.backend() != "tensorflow":
+        return builders.build_loader(config, coco, training=training)
+    return builders.build_dataset(config, coco, training=training)
+
+
+class COCOEvalCallback(EvalCallback):
+    """COCO mask AP on a validation JSON every `every` epochs of `fit`, added to
+    the logs as ``val_AP``, ``val_AP50``, ... (monitor ``val_AP`` with
+    `keras.callbacks.ModelCheckpoint(mode="max")`).
+
+    Args:
+        json_path, images: the validation set, as `coco_dataset`.
+        model: the model being trained (for its classes).
+        every: epochs between evaluations. Defaults to 1.
+        limit: evaluate the first N images only (0 = all).
+    """
+
+    def __init__(self, json_path, images=None, *, model, every=1, limit=0):
+        super().__init__(_load(json_path, images, _config_of(model)), every=every, limit=limit)
+
+
+def _engine(model, threads=None):
+    from keras_solo.evaluate import KerasEngine, load_engine
+
+    if isinstance(model, SOLO):
+        return KerasEngine(model, threads=threads)
+    return load_engine(os.fspath(model), threads=threads)
+
+
+def detect(model, image, *, score=0.3, masks=True):
+    """Detections of one image at its own size.
+
+    Args:
+        model: a `SOLO`, or the path of a `.keras` model or an export
+            (`.tflite`, `.onnx`; run by the TF-free `keras_solo.runtime`).
+        image: an (h, w, 3) uint8 RGB array or an image file.
+        score: keep detections above this score.
+        masks: also give each instance's (h, w) bool mask.
+
+    Returns:
+        A list of dicts, highest score first: ``label``, ``class``, ``score``,
+        ``bbox_xywh`` (COCO, original pixels), ``segmentation`` (COCO RLE) and
+        ``mask`` (with `masks`): the record of `detections.json`, the same
+        for every format.
+    """
+    from keras_solo.runtime.detections import detections_record
+    from keras_solo.runtime.image import read_image
+
+    source = None
+    if isinstance(image, (str, os.PathLike)):
+        source, image = os.fspath(image), read_image(image)
+    engine = _engine(model)
+    found, _ = engine(image, min_score=score)
+    instances = detections_record(source, found, engine.class_names)["instances"]
+    if masks:
+        for instance, mask in zip(instances, found["masks"]):
+            instance["mask"] = mask
+    return sorted(instances, key=lambda i: -i["score"])
+
+
+def coco_metrics(model, json_path, images=None, *, limit=0, progress=False):
+    """COCO metrics of a model or an export on a COCO JSON (pycocotools).
+
+    Returns:
+        dict: ``segm`` and ``bbox`` (AP, AP50, AP75, APs, APm, APl),
+        ``per_class`` segm AP, ``ms_per_image``.
+    """
+    from keras_solo.evaluate import evaluate_engine
+
+    engine = _engine(model)
+    coco = _load(json_path, images, load_config(None, [f"model.num_classes={len(engine.class_names)}",
+                                                       f"model.class_names={list(engine.class_names)}"]))
+    return evaluate_engine(engine, coco, limit=limit, progress=progress)[0]
+
+
+def export_model(model, path, *, format="tflite", quant="fp32", top_k=50, calibration=None, images=None,
+           calibration_images=100, overwrite=False):
+    """Exports a `SOLO` (or a `.keras` path) for the device runtime.
+
+    Args:
+        path: the output (``.tflite`` / ``.onnx``); its sidecar ``MODEL.json`` is written beside it.
+        format: "tflite" or "onnx" (`runtime.formats.FORMATS`).
+        quant: "fp32", "fp16" or "int8" (TFLite).
+        top_k: candidate masks decoded in the graph.
+        calibration, images: for int8, a COCO JSON of training images and
+            their folder; `calibration_images` of them, shuffled, set the ranges.
+
+    Returns:
+        The sidecar dict (size, ops by precision, input size, ...).
+    """
+    from keras_solo.export import check_format
+    from keras_solo.export import export_model as export_graph
+    from keras_solo.export.calibration import calibration_images as calibration_batches
+
+    check_format(format, quant)
+    source = None
+    if not isinstance(model, SOLO):
+        from keras_solo.model.solo import load_model
+
+        source, model = os.fspath(model), load_model(os.fspath(model))
+    batches = info = None
+    if quant == "int8":
+        if calibration is None:
+            raise SoloError(f"{path}: int8 needs calibration= (a COCO JSON of training images)")
+        coco = _load(calibration, images, _config_of(model))
+        count = min(int(calibration_images), len(coco.records))
+        batches = lambda: calibration_batches(coco, model.input_size, count)  # noqa: E731
+        info = {"data": os.path.abspath(calibration), "images": count}
+    return export_graph(model, os.fspath(path), fmt=format, quant=quant, top_k=top_k, calibration=batches,
+                        calibration_info=info, source=source, overwrite=overwrite, progress=None)
