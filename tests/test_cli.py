@@ -8,7 +8,7 @@ import pytest
 from keras_solo.cli import build_parser, main
 
 COMMANDS = ("make-synthetic", "convert-cityscapes", "convert-yolo", "inspect-data", "config", "train",
-            "evaluate", "predict", "ablation", "export", "profile", "benchmark")
+            "evaluate", "predict", "track", "ablation", "export", "profile", "benchmark")
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -84,3 +84,27 @@ def test_every_option_has_help_text():
 
     assert _missing_help(build_parser()) == []
     assert _missing_help(runtime_parser()) == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--config", "demo", "--out", "/proc/keras-solo/run"],
+    ["export", "--model", "m.keras", "--format", "tflite", "--out", "/proc/keras-solo/m.tflite"],
+])
+def test_train_and_export_check_out_before_tensorflow_loads(argv):
+    """They checked --out only after TensorFlow had loaded (7-8 s); the other commands in 0.3 s."""
+    code = ("import sys; from keras_solo.cli import main; "
+            f"code = main({argv!r}); print(code, 'tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.split() == ["2", "False"], proc.stderr
+    assert "/proc/keras-solo" in proc.stderr and "cannot write here" in proc.stderr
+
+
+def test_a_batch_larger_than_the_training_set_warns(synthetic, tmp_path, capsys):
+    """One step of repeated images trained without a word."""
+    from helpers import tiny_config
+
+    from keras_solo.train import train
+
+    train(tiny_config(str(synthetic), "train.batch_size=16", "train.epochs=1", "train.steps_per_epoch=1",
+                      "data.val_json="), str(tmp_path / "run"), verbose=0)
+    assert "training image(s) for train.batch_size 16: every batch repeats images" in capsys.readouterr().err
