@@ -31,7 +31,7 @@ What, step by step, for one pyramid level with grid number S:
    which the backbone decides: with the edge preset's EfficientNet-Lite0
    (ImageNet weights), V's entries have std 3-8 at initialisation and the
    attention logits reach 125-850 (means 9-45) while the mask branch's are
-   +-0.1 (docs/measure/attention_scale.py), so every mask pixel saturates,
+   +-0.1 (docs/RESULTS.md, "Raw attention logits saturate"), so every mask pixel saturates,
    the dice gradient vanishes, and the attention variant learned slower than
    plain SOLO (docs/RESULTS.md). The learned gain gamma cannot repair that
    in time: Adam moves a scalar by about the learning rate per step. With
