@@ -8,7 +8,7 @@ rasterise (`ann_to_mask`) without an exception, and the up-front image check
 (`check_image_files`) of an accepted file raises nothing but SoloError.
 
 Documents are random JSON / YAML values, and valid documents (the tiny COCO
-file of tests/helpers.py, training/demo.yaml) mutated at random paths
+file of tests/helpers.py, keras_solo/presets/demo.yaml) mutated at random paths
 (replaced, deleted, wrapped, extreme numbers) or cut / spliced as text.
 
 500 examples per property in CI (derandomized, so CI is repeatable); the
@@ -33,7 +33,7 @@ from keras_solo.data.coco import ann_to_mask, check_image_files, load_coco
 from keras_solo.errors import SoloError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO = os.path.join(ROOT, "training", "demo.yaml")
+DEMO = os.path.join(ROOT, "keras_solo", "presets", "demo.yaml")  # the whole preset, not a recipe naming it
 CI = settings(max_examples=500, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SLOW = settings(max_examples=10_000, deadline=None, database=None,
