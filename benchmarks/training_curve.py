@@ -66,14 +66,14 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     fig, (loss_ax, ap_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, rows in curves.items():
-        loss_ax.plot([r["images"] for r in rows], [r["val_loss"] for r in rows], marker="o", label=name)
+    for n, (name, rows) in enumerate(curves.items()):
+        loss_ax.plot([r["images"] for r in rows], [r["val_loss"] for r in rows], marker="o", label=name, color=f"C{n}")
         with_ap = [r for r in rows if r["val_AP"] is not None]
         if with_ap:
             ap_ax.plot([r["images"] for r in with_ap], [r["val_AP"] for r in with_ap], marker="o",
-                       label=f"{name}: val (50 frames)")
-    for name, point in points.items():
-        ap_ax.scatter([point["images"]], [point["AP"]], marker="*", s=150, label=name, zorder=3)
+                       label=f"{name}: val (50 frames)", color=f"C{n}")
+    for n, (name, point) in enumerate(points.items()):  # a point per curve, in the curves' order and colours
+        ap_ax.scatter([point["images"]], [point["AP"]], marker="*", s=150, label=name, zorder=3, color=f"C{n}")
     loss_ax.set(xlabel="training images seen", ylabel="val loss (val, 50 frames)", title="validation loss")
     ap_ax.set(xlabel="training images seen", ylabel="segm AP", title="mask AP")
     for ax in (loss_ax, ap_ax):
