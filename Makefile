@@ -9,7 +9,7 @@ DEMO_DATA := data/synthetic
 DEMO_RUN := runs/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-slow install clean-demo
+.PHONY: demo test test-slow test-all install clean-demo
 
 install: $(STAMP)
 
@@ -34,7 +34,10 @@ demo: $(STAMP) $(DEMO_DATA)/instances_train.json
 	@echo "demo done: see $(DEMO_RUN)/ (loss_curve.png, eval/metrics.json, predict/*.jpg)"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q --durations=15 -m ""
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
