@@ -49,31 +49,19 @@ def check_output(path, *, folder=True, option="--out"):
 
 
 def _probe_write(folder, path):
-    """Creates the missing folders up to `folder` and a file in it, then
-    removes what it made: `os.access` says yes to places that refuse
+    """Creates `folder` (the output goes there; it stays) and a probe file in
+    it, which it removes: `os.access` says yes to places that refuse
     (``/proc/sub`` as root, a read-only mount), and the OS error is the
-    one-line error here instead of a traceback later."""
-    missing = []
-    current = os.path.abspath(folder)
-    while not os.path.exists(current):
-        missing.append(current)
-        current = os.path.dirname(current)
-    made = []
+    one-line error here instead of a traceback later. Nothing is removed but
+    the probe, so commands started together into one new folder (the workers
+    of a multi-worker run) do not pull it from under each other."""
     try:
-        for step in reversed(missing):
-            os.mkdir(step)
-            made.append(step)
+        os.makedirs(folder, exist_ok=True)
         handle, probe = tempfile.mkstemp(dir=folder, prefix=".keras-solo-probe-")
         os.close(handle)
         os.remove(probe)
     except OSError as error:
         raise SoloError(f"{path}: cannot write here ({error.strerror or error})") from None
-    finally:
-        for step in reversed(made):
-            try:
-                os.rmdir(step)
-            except OSError:
-                pass
 
 
 def interrupt_on_sigterm():
