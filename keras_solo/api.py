@@ -45,10 +45,10 @@ def _config_of(model=None, config=None, batch_size=None):
     return config
 
 
-def _load(json_path, images, config):
+def _load(json_path, images, class_names, strict=False):
     from keras_solo.data.coco import load_coco
 
-    return load_coco(json_path, images, strict=config.data.strict, class_names=config.model.class_names)
+    return load_coco(json_path, images, strict=strict, class_names=class_names)
 
 
 def coco_dataset(json_path, images=None, *, model=None, config=None, training=False, batch_size=None):
@@ -74,7 +74,7 @@ def coco_dataset(json_path, images=None, *, model=None, config=None, training=Fa
     from keras_solo import builders
 
     config = _config_of(model, config, batch_size)
-    coco = _load(json_path, images, config)
+    coco = _load(json_path, images, config.model.class_names, config.data.strict)
     if keras.backend.backend() != "tensorflow":
         return builders.build_loader(config, coco, training=training)
     return builders.build_dataset(config, coco, training=training)
@@ -93,7 +93,7 @@ class COCOEvalCallback(EvalCallback):
     """
 
     def __init__(self, json_path, images=None, *, model, every=1, limit=0):
-        super().__init__(_load(json_path, images, _config_of(model)), every=every, limit=limit)
+        super().__init__(_load(json_path, images, model.class_names), every=every, limit=limit)
 
 
 def _engine(model, threads=None):
@@ -145,8 +145,7 @@ def coco_metrics(model, json_path, images=None, *, limit=0, progress=False):
     from keras_solo.evaluate import evaluate_engine
 
     engine = _engine(model)
-    coco = _load(json_path, images, load_config(None, [f"model.num_classes={len(engine.class_names)}",
-                                                       f"model.class_names={list(engine.class_names)}"]))
+    coco = _load(json_path, images, engine.class_names)
     return evaluate_engine(engine, coco, limit=limit, progress=progress)[0]
 
 
@@ -179,7 +178,7 @@ def export_model(model, path, *, format="tflite", quant="fp32", top_k=50, calibr
     if quant == "int8":
         if calibration is None:
             raise SoloError(f"{path}: int8 needs calibration= (a COCO JSON of training images)")
-        coco = _load(calibration, images, _config_of(model))
+        coco = _load(calibration, images, model.class_names)
         count = min(int(calibration_images), len(coco.records))
         batches = lambda: calibration_batches(coco, model.input_size, count)  # noqa: E731
         info = {"data": os.path.abspath(calibration), "images": count}

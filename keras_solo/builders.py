@@ -4,24 +4,16 @@ Components (model, dataset) take explicit keyword arguments; nothing else
 reads the whole config.
 """
 
-import dataclasses
 import os
 
 from keras_solo.errors import SoloError
 
 
-def model_kwargs(config):
-    """Keyword arguments of `SOLO` from a config (`model.solo.solo_kwargs`)."""
-    from keras_solo.model.solo import solo_kwargs
-
-    return solo_kwargs(config)
-
-
 def build_model(config, build=True):
     """A `SOLO` model for the config (variables created when `build`)."""
-    from keras_solo.model.solo import SOLO
+    from keras_solo.model.solo import SOLO, solo_kwargs
 
-    model = SOLO(**model_kwargs(config))
+    model = SOLO(**solo_kwargs(config))
     if build:
         model.build()
     return model

@@ -422,17 +422,16 @@ class SOLO(keras.Model):
         `compile()` without an optimizer trains with its optimizer and
         learning-rate schedule, sized at `fit` (`fit`'s epochs and steps).
         """
-        from keras_solo.config import SOLOConfig, load_config
+        from keras_solo.config import SOLOConfig, load_config, parse_override, replace
 
         if "class_names" in model_options and "num_classes" not in model_options:
             model_options["num_classes"] = len(model_options["class_names"])
-        items = [*overrides, *(f"model.{key}={_yaml_value(value)}" for key, value in model_options.items())]
         if isinstance(preset, SOLOConfig):
-            from keras_solo.config import config_to_dict
-
-            config = load_config(None, _as_overrides(config_to_dict(preset)) + items) if items else preset
+            config = replace(preset, **dict(parse_override(text) for text in overrides)) if overrides else preset
         else:
-            config = load_config(preset, items)
+            config = load_config(preset, overrides)
+        if model_options:
+            config = replace(config, **{f"model.{key}": value for key, value in model_options.items()})
         model = cls(**solo_kwargs(config))
         model.build()
         model.preset_config, model.train_config = config, config.train
@@ -501,23 +500,6 @@ class SOLO(keras.Model):
 
 def _fields(cls):
     return {f.name for f in dataclasses.fields(cls)}
-
-
-def _yaml_value(value):
-    """A Python value as the YAML text of a ``--set`` override."""
-    import json
-
-    return json.dumps(list(value) if isinstance(value, tuple) else value)
-
-
-def _as_overrides(tree, prefix=""):
-    out = []
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out += _as_overrides(value, f"{prefix}{key}.")
-        else:
-            out.append(f"{prefix}{key}={_yaml_value(value)}")
-    return out
 
 
 def _steps_of(data):

@@ -171,10 +171,7 @@ class VideoOutput:
 
     def write(self, frame, time_ms):
         """Writes `frame` (BGR), first repeating the previous one up to the slot of `time_ms`."""
-        slot = int(round(time_ms * self.fps / 1000.0))
-        while 0 < self.written < slot:
-            self._writer.write(self._last)
-            self.written += 1
+        self.pad_to(int(round(time_ms * self.fps / 1000.0)))
         self._writer.write(frame)
         self._last, self.written = frame, self.written + 1
 

@@ -27,9 +27,11 @@ import time
 import cv2
 import numpy as np
 
-from keras_solo.errors import SoloError
+from keras_solo.errors import SoloError, atomic_write, write_json
+from keras_solo.runtime.detections import draw_overlay, overlay_names
 from keras_solo.runtime.image import IMAGE_EXTENSIONS, read_image
-from keras_solo.runtime.sources import cv2_path, video_open_problem
+from keras_solo.runtime.sources import VideoOutput, cv2_path, video_open_problem, write_overlay
+from keras_solo.runtime.track import mot_lines, track_record
 
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 STAGES = ("capture", "letterbox", "network", "decode", "track", "output")
@@ -318,9 +320,6 @@ class TrackOutput:
     ``tracks_mot.txt`` (MOTChallenge lines). Called in the output thread."""
 
     def __init__(self, out, source, class_names):
-        from keras_solo.runtime.detections import overlay_names
-        from keras_solo.runtime.sources import VideoOutput
-
         self.out, self.class_names, self.records, self.mot = out, class_names, [], []
         self.video, self.names = None, {}
         if source.kind == "folder":
@@ -331,10 +330,6 @@ class TrackOutput:
             self.video = VideoOutput(os.path.join(out, f"{stem}_track.mp4"), source.fps, source.first.shape[1::-1])
 
     def __call__(self, frame, tracked):
-        from keras_solo.runtime.detections import draw_overlay
-        from keras_solo.runtime.sources import write_overlay
-        from keras_solo.runtime.track import mot_lines, track_record
-
         overlay = cv2.cvtColor(draw_overlay(frame.image, tracked, self.class_names, score_thr=0.0),
                                cv2.COLOR_RGB2BGR)
         if self.video is not None:
@@ -348,8 +343,6 @@ class TrackOutput:
         self.mot.extend(mot_lines(frame.index, tracked))
 
     def close(self, keep=True):
-        from keras_solo.errors import atomic_write, write_json
-
         if self.video is not None:
             self.video.close(keep=keep and bool(self.records))
         write_json(os.path.join(self.out, "tracks.json"), self.records, what="tracks", indent=None)
