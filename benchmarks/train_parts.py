@@ -280,17 +280,16 @@ def cmd_input(args):
 
     args.set = [f"train.batch_size={args.batch_size}"] + list(args.set)
     config, coco = load(args)
-    kwargs = builders.dataset_kwargs(config, training=True)
+    options = builders.example_options(config)
     size = config.train.batch_size
 
     def tf_data(calls):
-        return iter(build_dataset(coco, batch_size=size, repeat=True, num_parallel_calls=calls, **kwargs))
+        return iter(build_dataset(coco, options, batch_size=size, training=True, repeat=True,
+                                  num_parallel_calls=calls))
 
     def py_dataset(threads):
-        options = dict(kwargs)
-        options.pop("training")
-        loader = SoloPyDataset(coco, batch_size=size, training=True, workers=threads, use_multiprocessing=False,
-                               **options)
+        loader = SoloPyDataset(coco, options, batch_size=size, training=True, workers=threads,
+                               use_multiprocessing=False)
         loader.on_epoch_begin()
         if threads > 1:  # PyDataset's own enqueuer, as model.fit drives it (a Keras internal)
             from keras.src.trainers.data_adapters.py_dataset_adapter import OrderedEnqueuer
@@ -330,14 +329,13 @@ def cmd_load(args):
     from keras_solo.data.pipeline import load_example
 
     config, coco = load(args)
-    kwargs = builders.dataset_kwargs(config, True)
-    kwargs.pop("size_divisor")
-    load_example(coco, 0, **kwargs)
+    options = builders.example_options(config)
+    load_example(coco, 0, options, training=True)
     profile = cProfile.Profile()
     start = time.perf_counter()
     profile.enable()
     for index in range(args.frames):
-        load_example(coco, index % len(coco.records), **kwargs)
+        load_example(coco, index % len(coco.records), options, training=True)
     profile.disable()
     print(f"load_example {args.config}: {1000 * (time.perf_counter() - start) / args.frames:.1f} ms/img "
           f"({args.frames} frames)")

@@ -6,7 +6,7 @@ One path for every format, so the numbers compare:
   `benchmark` in a fresh ``python -m keras_solo.runtime.cli benchmark``
   process (what `keras-solo-runtime benchmark` runs on a device), so its peak
   RSS is the runtime's own, without TensorFlow.
-- ``.keras``: the same export graph (`keras_solo.export.serving_function`,
+- ``.keras``: the same export graph (`keras_solo.engine.export_graph_engine`:
   same top-K, Matrix NMS in the graph) in a ``tf.function``, with TensorFlow
   limited to ``--threads`` intra-op threads and one inter-op thread, timed in
   this process by the same `benchmark` loop (its peak RSS includes
@@ -28,37 +28,6 @@ import time
 from keras_solo.errors import SoloError, write_json
 from keras_solo.runtime.cli import check_json_output, check_timing_arguments, run_benchmark
 from keras_solo.runtime.formats import FORMATS, RUNNABLE, format_of, read_sidecar, sidecar_path
-
-
-def keras_engine(model_path, *, threads=2, top_k=None):
-    """A `KerasEngine` running the export graph of a `.keras` model in TensorFlow.
-
-    Args:
-        model_path: the `.keras` file.
-        threads: TensorFlow intra-op threads (inter-op: 1). Set before
-            TensorFlow runs anything; later calls keep the first setting.
-        top_k: candidate budget; default the run's config.yaml `export.top_k`
-            next to the model, else `ExportConfig().top_k`.
-    """
-    import tensorflow as tf
-
-    from keras_solo import export
-    from keras_solo.config import ExportConfig
-    from keras_solo.evaluate import KerasEngine
-    from keras_solo.model.solo import load_model
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass  # TensorFlow already initialised in this process
-    model = load_model(model_path)
-    if top_k is None:
-        run_config = export.run_config(model_path)
-        top_k = (run_config.export if run_config is not None else ExportConfig()).top_k
-    graph = tf.function(export.serving_function(model, top_k=top_k), input_signature=export.input_signature(model))
-    return KerasEngine(model, network=lambda batch: graph(tf.constant(batch)), path=model_path, threads=threads,
-                       meta={"top_k": int(top_k), "gflops": None})
 
 
 def _run_runtime(args):
@@ -129,11 +98,12 @@ def benchmark_command(args):
             raise SoloError(f"{args.model}: --compare times an exported {' / '.join(RUNNABLE)} file")
         if args.data:
             raise SoloError("--compare and --data: run the accuracy evaluation separately")
-    from keras_solo.evaluate import evaluate_engine, load_engine
+    from keras_solo.engine import export_graph_engine, load_engine
+    from keras_solo.evaluate import evaluate_engine
 
     if fmt == "keras":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        engine = keras_engine(args.model, threads=args.threads, top_k=args.top_k)
+        engine = export_graph_engine(args.model, threads=args.threads, top_k=args.top_k)
     else:
         engine = load_engine(args.model, threads=args.threads) if args.data else None
     coco = None

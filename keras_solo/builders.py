@@ -64,41 +64,33 @@ def load_split(config, split):
     return load_coco(json_path, images or None, strict=data.strict, class_names=config.model.class_names)
 
 
-def dataset_kwargs(config, training):
+def example_options(config):
+    """The `data.examples.ExampleOptions` of a config (input size, slots, stride, augmentation, seed)."""
+    from keras_solo.data.examples import ExampleOptions
+
     d = config.data
-    return dict(
-        image_size=config.model.input_size,
-        size_divisor=d.size_divisor,
-        max_instances=d.max_instances,
-        mask_stride=d.mask_stride,
-        flip=d.flip,
-        scale_jitter=d.scale_jitter,
-        photometric=d.photometric,
-        training=training,
-        seed=config.train.seed,
-    )
+    return ExampleOptions(image_size=tuple(config.model.input_size), size_divisor=d.size_divisor,
+                          max_instances=d.max_instances, mask_stride=d.mask_stride, flip=d.flip,
+                          scale_jitter=d.scale_jitter, photometric=d.photometric, seed=config.train.seed)
 
 
 def build_dataset(config, coco, *, training, batch_size=None, repeat=False, epoch_variable=None):
     """A tf.data pipeline over a loaded `CocoDataset`."""
     from keras_solo.data.pipeline import build_dataset as _build
 
-    kwargs = dataset_kwargs(config, training)
-    return _build(coco, batch_size=batch_size or config.train.batch_size, repeat=repeat,
-                  epoch_variable=epoch_variable, **kwargs)
+    return _build(coco, example_options(config), batch_size=batch_size or config.train.batch_size,
+                  training=training, repeat=repeat, epoch_variable=epoch_variable)
 
 
 def build_loader(config, coco, *, training, steps=None):
     """The TensorFlow-free input (`data.loader.SoloPyDataset`) over a loaded `CocoDataset`."""
     from keras_solo.data.loader import SoloPyDataset
 
-    kwargs = dataset_kwargs(config, training)
-    kwargs.pop("training")
     # Threads, not processes: JAX is multithreaded and forking it can deadlock;
     # OpenCV's resizes and the letterbox run without the GIL.
     workers = max(1, min(4, os.cpu_count() or 1))
-    return SoloPyDataset(coco, batch_size=config.train.batch_size, training=training, steps=steps,
-                         workers=workers, use_multiprocessing=False, **kwargs)
+    return SoloPyDataset(coco, example_options(config), batch_size=config.train.batch_size, training=training,
+                         steps=steps, workers=workers, use_multiprocessing=False)
 
 
 def build_input(config, coco, *, training, steps=None):

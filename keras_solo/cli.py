@@ -131,14 +131,19 @@ def cmd_evaluate(args):
 
 def cmd_predict(args):
     _quiet_tf()
-    from keras_solo.predict import predict_command
+    from keras_solo.engine import load_engine
+    from keras_solo.runtime.cli import predict_command
+    from keras_solo.runtime.sources import next_run_dir
 
-    predict_command(args)
+    if args.out is None:  # like ultralytics: a fresh numbered folder, never an earlier one
+        args.out = next_run_dir(os.path.join("runs", "predict"))
+    # The runtime's loop (what keras-solo-runtime predict runs on a device); a .keras model as a KerasEngine.
+    predict_command(lambda: load_engine(args.model, threads=args.threads), args, progress=True)
 
 
 def cmd_track(args):
     _quiet_tf()
-    from keras_solo.evaluate import load_engine
+    from keras_solo.engine import load_engine
     from keras_solo.runtime.cli import track_command
 
     track_command(lambda: load_engine(args.model, threads=args.threads), args, progress=True)

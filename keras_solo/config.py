@@ -526,6 +526,17 @@ def load_config(path=None, overrides=()):
     return config_from_dict(data, source)
 
 
+
+def load_run_config(model_path):
+    """The resolved config.yaml of the run folder holding a checkpoint, or None (absent or unreadable)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.yaml")
+    if not os.path.exists(path):
+        return None
+    try:
+        return load_config(path)
+    except SoloError:
+        return None
+
 def config_to_dict(config):
     """The config as plain YAML-able data (tuples become lists)."""
 

@@ -7,7 +7,8 @@ per-class AP table from the precision array.
 
 Every format is evaluated through the runtime's one dataset loop
 (`keras_solo.runtime.bench.inference_on_dataset`): a `.keras` model as a
-`KerasEngine`, an export through its `.tflite` / `.onnx` engine.
+`keras_solo.engine.KerasEngine`, an export through its `.tflite` / `.onnx`
+engine.
 """
 
 import contextlib
@@ -15,13 +16,10 @@ import io
 import json
 import os
 
-import numpy as np
-
+from keras_solo.engine import KerasEngine, load_engine
 from keras_solo.errors import SoloError, check_output, write_json
 from keras_solo.runtime.bench import inference_on_dataset
 from keras_solo.runtime.detections import coco_results
-from keras_solo.runtime.engine import Engine, open_engine
-from keras_solo.runtime.formats import format_of
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -125,70 +123,6 @@ def format_metrics(metrics, title="segm"):
     return "\n".join(lines)
 
 
-def inference_functions(model):
-    """`(network, decode)`: the model's forward pass and `decode`, compiled
-    for the Keras backend (tf.function on TensorFlow, jax.jit on JAX; the
-    weights are read when the functions are made, so make them again after
-    training further)."""
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return (tf.function(lambda x: model(x, training=False), reduce_retracing=True),
-                tf.function(model.decode, reduce_retracing=True))
-    if backend == "jax":
-        import jax
-
-        return jax.jit(lambda x: model(x, training=False)), jax.jit(model.decode)
-    return (lambda x: model(x, training=False)), model.decode
-
-
-class KerasEngine(Engine):
-    """A loaded `SOLO` behind the runtime's `Engine` (letterbox -> network -> undo the letterbox).
-
-    Args:
-        model: a built `SOLO`.
-        network: function (1, H, W, 3) float32 -> dict scores / labels / masks
-            / valid; default the model's forward pass and `decode`, compiled
-            for the Keras backend (`inference_functions`).
-        path: the model file, for reports. threads: for reports.
-        meta: what a report shows of it (quant, top_k ...).
-    """
-
-    format = "keras"
-
-    def __init__(self, model, *, network=None, path="", threads=None, meta=None):
-        super().__init__(path, input_size=model.input_size, class_names=model.class_names,
-                         mask_thr=model.decoder.mask_thr, threads=threads or 0, meta={"quant": "fp32", **(meta or {})})
-        self.model = model
-        if network is None:
-            forward, decode = inference_functions(model)
-
-            def network(batch):
-                return decode(forward(batch))
-
-        self._network = network
-
-    def network(self, batch):
-        return {k: np.asarray(v) for k, v in self._network(batch).items()}
-
-
-def load_engine(path, *, threads=None, overrides=()):
-    """The engine of a `.keras` model (with `--set eval.*` overrides) or of an exported `.tflite` / `.onnx`."""
-    if format_of(path) is not None:
-        if overrides:
-            raise SoloError(f"{path}: --set applies to .keras models; an export has its thresholds in the graph "
-                            "(export again with --set)")
-        return open_engine(path, threads)
-    from keras_solo.model.solo import load_model
-
-    model = load_model(path)
-    apply_eval_overrides(model, overrides)
-    return KerasEngine(model, path=path, threads=threads)
-
-
 def evaluate_engine(engine, coco_dataset, *, limit=0, progress=True):
     """COCO metrics of an engine (any format) on a dataset; returns (metrics, results).
 
@@ -214,25 +148,6 @@ def evaluate_engine(engine, coco_dataset, *, limit=0, progress=True):
 def evaluate_model(model, coco_dataset, *, limit=0, progress=True):
     """COCO metrics of a built `SOLO` on a dataset; returns (metrics, results)."""
     return evaluate_engine(KerasEngine(model), coco_dataset, limit=limit, progress=progress)
-
-
-def apply_eval_overrides(model, overrides):
-    """`--set eval.key=value` on a loaded model: a new `model.decoder`, its values checked as the config's."""
-    import dataclasses
-
-    from keras_solo.config import config_from_dict, parse_override
-
-    allowed = {f.name for f in dataclasses.fields(model.decoder)}
-    values = {}
-    for text in overrides or ():
-        key, value = parse_override(text)
-        section, _, name = key.partition(".")
-        if section != "eval" or name not in allowed:
-            raise SoloError(f"--set {key}: only eval.* keys apply here ({', '.join(sorted(allowed))})")
-        values[name] = value
-    if values:
-        checked = config_from_dict({"eval": {**dataclasses.asdict(model.decoder), **values}}, "--set").eval
-        model.decoder = model.decoder.replace(**{k: getattr(checked, k) for k in values})
 
 
 def evaluate_command(args):

@@ -7,7 +7,8 @@ mmdet's ``SOLOHead`` defaults:
    maximum of its 2x2 neighbourhood (up, left, up-left).
 2. :func:`select_candidates`: the top-``nms_pre`` (cell, class) pairs over
    all levels; pairs scoring ``<= score_thr`` are marked invalid.
-3. The model computes masks for the chosen cells only (not here).
+3. The model computes masks for the chosen cells only (`SOLODecoder.candidates`
+   asks it for them).
 4. :func:`maskness_rescore`: binarise at ``mask_thr``, drop masks whose area
    is not above ``min_area`` (SOLO: the level stride), multiply the score by
    the maskness (mean probability inside the binary mask).
@@ -379,6 +380,71 @@ class SOLODecoder:
     def per_level(self, grids, num_classes):
         """The candidates kept per level: `nms_pre` split in proportion to S^2."""
         return split_nms_pre(self.nms_pre, grids, num_classes)
+
+    def output_size(self, mask_sizes):
+        """(H, W) of the masks this decoder returns: the finest of a model's `mask_sizes` / `mask_downsample`."""
+        hm, wm = mask_sizes[0]
+        return (hm // self.mask_downsample, wm // self.mask_downsample)
+
+    def candidates(self, model, outputs):
+        """Steps 1-3: the top-scoring (cell, class) candidates per level with their masks.
+
+        Per level: SOLO's 2x2 point NMS on the category probabilities, the
+        top-k pairs (`per_level` of `nms_pre`), and the masks of those cells
+        only (`model.cell_mask_logits`: gathered kernels), each resized to
+        this decoder's `output_size`.
+
+        Args:
+            model: a `SOLO` (its grids, classes, mask sizes, input size and
+                `cell_mask_logits`).
+            outputs: the dict of `model(images)`.
+
+        Returns:
+            dict: scores (B, N), labels (B, N), valid (B, N), mask_probs
+            (B, N, Hm0, Wm0), min_area (N,) (SOLO drops a mask whose area at
+            the finest mask resolution is not above its level's head stride),
+            N = sum of per-level shares.
+        """
+        num_per_level = self.per_level(model.grids, model.num_classes)
+        finest = self.output_size(model.mask_sizes)
+        width, _ = model.input_size
+        scores, labels, valids, masks, min_area = [], [], [], [], []
+        for level, k in enumerate(num_per_level):
+            s = model.grids[level]
+            probs = points_nms(ops.sigmoid(ops.cast(outputs[f"cate_logits_{level}"], "float32")))
+            probs = ops.reshape(probs, (-1, s * s, model.num_classes))
+            level_scores, level_labels, cell_index, level_valid = select_candidates(
+                probs, score_thr=self.score_thr, k=k)
+            with keras.name_scope("masks"):
+                # Straight to the finest mask size (one bilinear resize of the
+                # logits, not the level's 2x and then a second one).
+                logits = model.cell_mask_logits(outputs, level, cell_index, out_size=finest)
+                masks.append(ops.sigmoid(ops.cast(logits, "float32")))
+            scores.append(level_scores)
+            labels.append(level_labels)
+            valids.append(level_valid)
+            head_stride = width / (model.mask_sizes[level][1] / 2.0)
+            # SOLO's area threshold, in pixels of the finest mask size.
+            min_area.extend([head_stride / self.mask_downsample ** 2] * k)
+        return {
+            "scores": ops.concatenate(scores, axis=1),
+            "labels": ops.concatenate(labels, axis=1),
+            "valid": ops.concatenate(valids, axis=1),
+            "mask_probs": ops.concatenate(masks, axis=1),
+            "min_area": ops.convert_to_tensor(min_area, "float32"),
+        }
+
+    def decode(self, model, outputs):
+        """SOLO inference on `model(images)`: candidates -> maskness -> Matrix NMS -> top `max_per_img`.
+
+        Returns:
+            dict: scores (B, K), labels (B, K), masks (B, K, Hm0, Wm0)
+            probabilities at `output_size`, index (B, K), valid (B, K).
+        """
+        with keras.name_scope("candidates"):
+            cand = self.candidates(model, outputs)
+        with keras.name_scope("nms"):
+            return self(cand["mask_probs"], cand["scores"], cand["labels"], cand["valid"], min_area=cand["min_area"])
 
     def __call__(self, mask_probs, scores, labels, valid, *, min_area=0):
         """Steps 4-6 (`decode`) on the candidates with these settings."""

@@ -1,7 +1,7 @@
 """The one-way data flow of docs/DESIGN.md, held in place with `ast`.
 
 runtime -> config -> data -> model parts -> targets/losses/postprocess -> SOLO model
--> train/evaluate/predict -> ablation/export -> cli. A module may import
+-> train/engine/evaluate -> ablation/export -> api -> cli. A module may import
 modules of its own rank or lower, never higher (lazy imports included).
 """
 
@@ -23,8 +23,9 @@ RANKS = [
      "keras_solo.model.heads", "keras_solo.model.attention", "keras_solo.model"),
     ("keras_solo.targets", "keras_solo.losses", "keras_solo.postprocess", "keras_solo.optimizers"),
     ("keras_solo.model.solo",),
-    ("keras_solo.builders", "keras_solo.train", "keras_solo.evaluate", "keras_solo.predict",
-     "keras_solo.profile"),
+    # The export graph (network + top-K decode) is part of the model; the rest of export is above.
+    ("keras_solo.builders", "keras_solo.engine", "keras_solo.export.graph", "keras_solo.train",
+     "keras_solo.evaluate", "keras_solo.profile"),
     ("keras_solo.ablation", "keras_solo.export", "keras_solo.litert_profile", "keras_solo.benchmark"),
     ("keras_solo.api",),
     ("keras_solo.cli",),

@@ -8,7 +8,8 @@ from helpers import tiny_config, write_tiny_coco
 
 from keras_solo import builders
 from keras_solo.data.coco import load_coco
-from keras_solo.evaluate import KerasEngine, evaluate_model
+from keras_solo.engine import KerasEngine
+from keras_solo.evaluate import evaluate_model
 from keras_solo.runtime.bench import inference_on_dataset
 
 # float32 (the training pipeline's image_info) holds integers exactly only below 2^24

@@ -406,15 +406,16 @@ def test_cli_calib_root_resolves_images_kept_elsewhere(art, tmp_path, capsys):
         "error: --calib-root needs --calib-data (the JSON whose file names it resolves)")
 
 
-def test_evaluate_exported_matches_keras_engine(art):
-    from keras_solo.benchmark import keras_engine
+def test_evaluate_exported_matches_the_export_graph_in_keras(art):
+    from keras_solo.engine import export_graph_engine
     from keras_solo.data.coco import load_coco
     from keras_solo.evaluate import evaluate_engine
     from keras_solo.runtime.engine import open_engine
 
     coco = load_coco(os.path.join(art["data"], "instances_val.json"), class_names=art["model"].class_names)
     tflite, _ = evaluate_engine(open_engine(exported(art, "tflite"), threads=1), coco, progress=False)
-    keras_metrics, _ = evaluate_engine(keras_engine(art["model_path"], threads=1, top_k=TOP_K), coco, progress=False)
+    engine = export_graph_engine(art["model_path"], threads=1, top_k=TOP_K)
+    keras_metrics, _ = evaluate_engine(engine, coco, progress=False)
     assert tflite["num_images"] == len(coco.records) > 0
     assert tflite["num_detections"] == keras_metrics["num_detections"] > 0
     assert tflite["segm"]["AP"] == pytest.approx(keras_metrics["segm"]["AP"], abs=0.1)

@@ -1,5 +1,6 @@
 """Tests for keras_solo.data.transforms and keras_solo.data.pipeline."""
 
+import dataclasses
 import os
 import warnings
 
@@ -11,7 +12,7 @@ from helpers import COLOURS
 
 from keras_solo.data import transforms
 from keras_solo.data.coco import load_coco
-from keras_solo.data.pipeline import (as_solo_error, build_dataset, load_example, new_epoch_variable,
+from keras_solo.data.pipeline import (ExampleOptions, as_solo_error, build_dataset, load_example, new_epoch_variable,
                                      steps_per_epoch)
 from keras_solo.errors import SoloError
 
@@ -172,7 +173,7 @@ def test_deterministic_given_seed(dataset):
 def test_load_example_matches_dataset_and_eval_ignores_epoch(dataset):
     ds = build_dataset(dataset, image_size=SIZE, batch_size=1)
     (images, targets), = _batches(ds.take(1))
-    image, example = load_example(dataset, 0, image_size=SIZE, epoch=5, seed=99)
+    image, example = load_example(dataset, 0, ExampleOptions(image_size=SIZE, seed=99), epoch=5)
     np.testing.assert_array_equal(images[0], image.astype(np.float32))
     for key, value in example.items():
         np.testing.assert_array_equal(targets[key][0], value)
@@ -190,9 +191,9 @@ def test_pydataset_gives_the_tf_data_examples(dataset):
                     for images, targets in batches for b in range(len(images))]
         return [dict(examples[:3]), dict(examples[3:6])]
 
-    options = dict(image_size=SIZE, seed=5, scale_jitter=(0.7, 1.3), max_instances=8)
-    ds = build_dataset(dataset, batch_size=2, training=True, repeat=True, **options)
-    loader = SoloPyDataset(dataset, batch_size=2, training=True, steps=3, **options)
+    options = ExampleOptions(image_size=SIZE, seed=5, scale_jitter=(0.7, 1.3), max_instances=8)
+    ds = build_dataset(dataset, batch_size=2, training=True, repeat=True, **dataclasses.asdict(options))
+    loader = SoloPyDataset(dataset, options, batch_size=2, training=True, steps=3)
     expected, actual = passes(_batches(ds.take(3))), passes([loader[index] for index in range(3)])
     for want, got in zip(expected, actual):
         assert sorted(got) == sorted(want) == [1, 2, 3]
@@ -332,3 +333,15 @@ def test_photometric_tables_give_the_per_pixel_result():
         options = dict(brightness=0.9, contrast=0.9, saturation=0.9, hue=0.5) if seed % 3 == 0 else {}
         np.testing.assert_array_equal(transforms.photometric(image, np.random.default_rng(seed), **options),
                                       _photometric_per_pixel(image, np.random.default_rng(seed), **options))
+
+
+def test_example_options_are_checked_once_and_normalised():
+    """One options object: its checks run when it is made (a replace checks again), values come out
+    as plain tuples, ints and bools, and passing something else is one line."""
+    options = ExampleOptions(image_size=[256, 128], scale_jitter=[0.5, 2], seed=np.int64(3))
+    assert options.image_size == (256, 128) and options.scale_jitter == (0.5, 2.0) and type(options.seed) is int
+    assert ExampleOptions(scale_jitter=None).scale_jitter is None
+    with pytest.raises(SoloError, match="mask_stride 8"):
+        options.replace(image_size=(260, 128), size_divisor=4, mask_stride=8)
+    with pytest.raises(SoloError, match="options must be an ExampleOptions, got dict"):
+        build_dataset(None, {"image_size": SIZE})

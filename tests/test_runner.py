@@ -161,13 +161,13 @@ def test_non_solo_tflite_and_missing_sidecar(tmp_path):
 
 def test_runner_engine_matches_keras_detections_in_original_pixels(art):
     """Runtime detections (TFLite) == the Keras export graph's, after undoing the letterbox."""
-    from keras_solo.benchmark import keras_engine
+    from keras_solo.engine import export_graph_engine
     from keras_solo.runtime.detections import boxes_from_masks
     from keras_solo.runtime.engine import open_engine
 
     engine = open_engine(exported(art, "tflite"), threads=1)
     found, timing = engine(art["image"], min_score=0.2)
-    reference, _ = keras_engine(art["model_path"], threads=1, top_k=30)(art["image"], min_score=0.2)
+    reference, _ = export_graph_engine(art["model_path"], threads=1, top_k=30)(art["image"], min_score=0.2)
     assert set(timing) == {"preprocess", "network", "decode", "total"}
     assert found["masks"].shape[1:] == art["image"].shape[:2]
     np.testing.assert_array_equal(found["labels"], reference["labels"])

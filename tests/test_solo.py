@@ -195,7 +195,7 @@ def test_file_with_flat_inference_keys_loads_into_the_parts():
 def test_parts_round_trip_and_replace(tmp_path, tiny_batch):
     """The parts are saved in the .keras file; `--set eval.*` replaces the decoder (checked like the config)."""
     from keras_solo.errors import SoloError
-    from keras_solo.evaluate import apply_eval_overrides
+    from keras_solo.engine import apply_eval_overrides
 
     model = builders.build_model(tiny_config(None, "eval.nms_pool=2", "train.mask_loss_weight=2.5"))
     path = str(tmp_path / "m.keras")

@@ -7,6 +7,7 @@ and pads them into the per-image arrays of the data -> model contract
 backend, no TensorFlow). Nothing here imports TensorFlow.
 """
 
+import dataclasses
 import gc
 import math
 import re
@@ -18,24 +19,88 @@ from keras_solo.data import transforms
 from keras_solo.data.coco import decode_instances
 from keras_solo.errors import SoloError
 
-__all__ = ["as_solo_error", "call_with_data_errors", "check_args", "load_example", "release_pipelines",
-           "steps_per_epoch", "warn_if_truncated"]
+__all__ = ["ExampleOptions", "as_solo_error", "call_with_data_errors", "check_dataset", "example_options",
+           "load_example", "release_pipelines", "steps_per_epoch", "warn_if_truncated"]
 
 
-def load_example(
-    dataset,
-    index,
-    *,
-    image_size,
-    max_instances=64,
-    mask_stride=4,
-    training=False,
-    flip=True,
-    scale_jitter=(0.8, 1.2),
-    photometric=True,
-    seed=0,
-    epoch=0,
-):
+@dataclasses.dataclass(frozen=True)
+class ExampleOptions:
+    """How `load_example` makes an example: the one place these defaults live
+    (`pipeline.build_dataset` and `loader.SoloPyDataset` take an
+    `ExampleOptions`; `builders.example_options` makes one from a config).
+
+    Attributes:
+        image_size: the network input ``(W, H)``, multiples of
+            ``size_divisor`` and ``mask_stride``. (640, 640).
+        size_divisor: the network's largest stride. 32.
+        max_instances: M, instance slots per image; an image with more keeps
+            the M largest (one warning with the count). 64.
+        mask_stride: ms, the target mask stride. 4.
+        flip: random horizontal flip (p = 0.5) when training. True.
+        scale_jitter: ``(low, high)`` range of the letterbox scale multiplier
+            when training, or None. (0.8, 1.2).
+        photometric: colour jitter when training. True.
+        seed: non-negative int; fixes the shuffle order and augmentation. 0.
+
+    Raises:
+        SoloError: a value out of range (one line naming it).
+    """
+
+    image_size: tuple = (640, 640)
+    size_divisor: int = 32
+    max_instances: int = 64
+    mask_stride: int = 4
+    flip: bool = True
+    scale_jitter: tuple = (0.8, 1.2)
+    photometric: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("size_divisor", "max_instances", "mask_stride"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise SoloError(f"{name} must be a positive integer, got {value!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise SoloError(f"seed must be a non-negative integer, got {self.seed!r}")
+        try:
+            width, height = self.image_size
+        except (TypeError, ValueError):
+            raise SoloError(f"image_size must be (W, H), got {self.image_size!r}") from None
+        if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
+            raise SoloError(f"image_size must be two positive integers (W, H), got {self.image_size!r}")
+        for name, value in (("W", width), ("H", height)):
+            for what in ("size_divisor", "mask_stride"):
+                if value % getattr(self, what):
+                    raise SoloError(f"image_size {width}x{height}: {name} = {value} is not a multiple of "
+                                    f"{what} {getattr(self, what)}")
+        jitter = None
+        if self.scale_jitter:
+            try:
+                jitter = tuple(float(v) for v in self.scale_jitter)
+                low, high = jitter
+            except (TypeError, ValueError):
+                raise SoloError(f"scale_jitter must be (low, high) or None, got {self.scale_jitter!r}") from None
+            if not 0.0 < low <= high:
+                raise SoloError(f"scale_jitter must satisfy 0 < low <= high, got {self.scale_jitter!r}")
+        for name, value in (("image_size", (int(width), int(height))), ("scale_jitter", jitter),
+                            ("flip", bool(self.flip)), ("photometric", bool(self.photometric)),
+                            ("seed", int(self.seed))):
+            object.__setattr__(self, name, value)
+
+    def replace(self, **changes):
+        """A copy with some options changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def example_options(options=None, **changes):
+    """`options` (default `ExampleOptions()`) with `changes`, e.g. ``image_size=(256, 128)``."""
+    options = ExampleOptions() if options is None else options
+    if not isinstance(options, ExampleOptions):
+        raise SoloError(f"options must be an ExampleOptions, got {type(options).__name__}")
+    return options.replace(**changes) if changes else options
+
+
+def load_example(dataset, index, options=None, *, training=False, epoch=0):
     """Builds one letterboxed, augmented, padded example in numpy.
 
     Order: letterbox with scale jitter and a random crop of any overflow,
@@ -49,15 +114,9 @@ def load_example(
     Args:
         dataset: a :class:`keras_solo.data.coco.CocoDataset`.
         index: record index in ``dataset.records``.
-        image_size: output ``(W, H)``; multiples of ``mask_stride``.
-        max_instances: M, instance slots per image. Defaults to 64.
-        mask_stride: target mask stride ms. Defaults to 4.
+        options: an `ExampleOptions` (size, slots, stride, augmentation,
+            seed). Defaults to ``ExampleOptions()``.
         training: apply augmentation. Defaults to False.
-        flip: random horizontal flip (p = 0.5) when training. Defaults to True.
-        scale_jitter: ``(low, high)`` range of the letterbox scale multiplier
-            when training, or None. Defaults to (0.8, 1.2).
-        photometric: colour jitter when training. Defaults to True.
-        seed: non-negative int. Defaults to 0.
         epoch: pass over the data, part of the RNG seed. Defaults to 0.
 
     Returns:
@@ -69,6 +128,9 @@ def load_example(
     Raises:
         SoloError: the image cannot be read or does not match the JSON.
     """
+    options = example_options(options)
+    image_size, max_instances, mask_stride = options.image_size, options.max_instances, options.mask_stride
+    flip, scale_jitter, photometric, seed = options.flip, options.scale_jitter, options.photometric, options.seed
     record = dataset.records[index]
     rng = np.random.default_rng([int(seed), int(epoch), int(index)])
     # Draw every random number in a fixed order so turning one augmentation
@@ -149,44 +211,13 @@ def steps_per_epoch(dataset, batch_size, drop_remainder=False):
     return count // batch_size if drop_remainder else math.ceil(count / batch_size)
 
 
-def check_args(dataset, image_size, size_divisor, max_instances, mask_stride, batch_size, scale_jitter, seed):
-    """Validates build_dataset arguments; returns (W, H)."""
+def check_dataset(dataset, batch_size):
+    """Raises SoloError unless `dataset` has images and `batch_size` is a positive integer."""
     source = getattr(dataset, "json_path", "dataset")
     if not getattr(dataset, "records", None):
         raise SoloError(f"{source}: no images to build a dataset from")
-    for name, value in (
-        ("size_divisor", size_divisor),
-        ("max_instances", max_instances),
-        ("mask_stride", mask_stride),
-        ("batch_size", batch_size),
-    ):
-        if not _is_int(value) or value < 1:
-            raise SoloError(f"{name} must be a positive integer, got {value!r}")
-    if not _is_int(seed) or seed < 0:
-        raise SoloError(f"seed must be a non-negative integer, got {seed!r}")
-    try:
-        width, height = image_size
-    except (TypeError, ValueError):
-        raise SoloError(f"image_size must be (W, H), got {image_size!r}") from None
-    if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
-        raise SoloError(f"image_size must be two positive integers (W, H), got {image_size!r}")
-    for name, value in (("W", width), ("H", height)):
-        if value % size_divisor:
-            raise SoloError(
-                f"image_size {width}x{height}: {name} = {value} is not a multiple of size_divisor {size_divisor}"
-            )
-        if value % mask_stride:
-            raise SoloError(
-                f"image_size {width}x{height}: {name} = {value} is not a multiple of mask_stride {mask_stride}"
-            )
-    if scale_jitter:
-        try:
-            low, high = (float(v) for v in scale_jitter)
-        except (TypeError, ValueError):
-            raise SoloError(f"scale_jitter must be (low, high) or None, got {scale_jitter!r}") from None
-        if not 0.0 < low <= high:
-            raise SoloError(f"scale_jitter must satisfy 0 < low <= high, got {scale_jitter!r}")
-    return int(width), int(height)
+    if not _is_int(batch_size) or batch_size < 1:
+        raise SoloError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
 def _is_int(value):

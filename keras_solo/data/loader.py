@@ -15,20 +15,13 @@ the ``tf.data`` pipeline). Each example's augmentation is drawn from
 order, once.
 """
 
-import inspect
 import math
 
 import keras
 import numpy as np
 
 from keras_solo.data.coco import check_image_files
-from keras_solo.data.examples import check_args, load_example, warn_if_truncated
-
-# `load_example`'s option defaults are this loader's (per-call arguments aside).
-_OPTION_DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(load_example).parameters.items()
-                    if parameter.kind is parameter.KEYWORD_ONLY and parameter.default is not parameter.empty
-                    and name not in ("training", "epoch")}
-
+from keras_solo.data.examples import check_dataset, example_options, load_example, warn_if_truncated
 
 class SoloPyDataset(keras.utils.PyDataset):
     """Batches of `load_example`.
@@ -43,23 +36,19 @@ class SoloPyDataset(keras.utils.PyDataset):
         check_images: check every image file up front, as
             `pipeline.build_dataset` does. Defaults to None (= ``training``).
         workers, use_multiprocessing, max_queue_size: as `keras.utils.PyDataset`.
-        **options: the `load_example` options (`image_size`,
-            `max_instances`, `mask_stride`, `flip`, `scale_jitter`,
-            `photometric`, `seed`) and `size_divisor` (checked, as
-            `pipeline.build_dataset` does).
+        options: an `ExampleOptions`, as `pipeline.build_dataset`.
+        **changes: `ExampleOptions` fields to change.
     """
 
-    def __init__(self, dataset, *, batch_size, training, steps=None, epoch=0, check_images=None, workers=1,
-                 use_multiprocessing=False, max_queue_size=8, size_divisor=32, **options):
+    def __init__(self, dataset, options=None, *, batch_size, training, steps=None, epoch=0, check_images=None,
+                 workers=1, use_multiprocessing=False, max_queue_size=8, **changes):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
-        options = {**_OPTION_DEFAULTS, "image_size": (640, 640), **options}
-        width, height = check_args(dataset, options["image_size"], size_divisor, options["max_instances"],
-                                   options["mask_stride"], batch_size, options["scale_jitter"], options["seed"])
+        self.options = example_options(options, **changes)
+        check_dataset(dataset, batch_size)
         if training if check_images is None else check_images:
             check_image_files(dataset)
-        warn_if_truncated(dataset, options["max_instances"])
+        warn_if_truncated(dataset, self.options.max_instances)
         self.dataset, self.batch_size, self.training = dataset, int(batch_size), bool(training)
-        self.options = dict(options, image_size=(width, height), training=self.training)
         count = len(dataset.records)
         if self.training:
             self.steps = int(steps) if steps else max(1, count // self.batch_size)
@@ -88,7 +77,7 @@ class SoloPyDataset(keras.utils.PyDataset):
         for position in range(start, start + self.batch_size):
             epoch, offset = divmod(position, count)
             if epoch not in orders:
-                orders[epoch] = np.random.default_rng([int(self.options["seed"]), epoch]).permutation(count)
+                orders[epoch] = np.random.default_rng([self.options.seed, epoch]).permutation(count)
             out.append((epoch, int(orders[epoch][offset])))
         return out
 
@@ -97,7 +86,7 @@ class SoloPyDataset(keras.utils.PyDataset):
             raise IndexError(f"batch {index} of {self.steps}")
         images, targets = [], []
         for epoch, record in self._positions(index):
-            image, target = load_example(self.dataset, record, epoch=epoch, **self.options)
+            image, target = load_example(self.dataset, record, self.options, training=self.training, epoch=epoch)
             images.append(image)
             targets.append(target)
         batch_targets = {key: np.stack([t[key] for t in targets]) for key in targets[0]}

@@ -34,11 +34,12 @@ call :func:`load_example` directly for the per-image numpy cost.
 import tensorflow as tf
 
 from keras_solo.data.coco import check_image_files
-from keras_solo.data.examples import (as_solo_error, call_with_data_errors, check_args, load_example,  # noqa: F401
-                                      release_pipelines, steps_per_epoch, warn_if_truncated)
+from keras_solo.data.examples import (ExampleOptions, as_solo_error, call_with_data_errors,  # noqa: F401
+                                      check_dataset, example_options, load_example, release_pipelines,
+                                      steps_per_epoch, warn_if_truncated)
 from keras_solo.errors import SoloError, where
 
-__all__ = ["as_solo_error", "build_dataset", "call_with_data_errors", "load_example", "release_pipelines",
+__all__ = ["ExampleOptions", "as_solo_error", "build_dataset", "call_with_data_errors", "load_example", "release_pipelines",
            "steps_per_epoch"]
 
 
@@ -50,44 +51,27 @@ def new_epoch_variable(start=0):
 
 def build_dataset(
     dataset,
+    options=None,
     *,
-    image_size=(640, 640),
-    size_divisor=32,
-    max_instances=64,
-    mask_stride=4,
     batch_size=2,
     training=False,
-    flip=True,
-    scale_jitter=(0.8, 1.2),
-    photometric=True,
-    seed=0,
     shuffle=None,
     repeat=False,
     drop_remainder=None,
     num_parallel_calls=tf.data.AUTOTUNE,
     check_images=None,
     epoch_variable=None,
+    **changes,
 ):
     """Builds the ``tf.data`` input pipeline.
 
     Args:
         dataset: a :class:`keras_solo.data.coco.CocoDataset`.
-        image_size: input ``(W, H)``, multiples of ``size_divisor``. Defaults
-            to (640, 640).
-        size_divisor: the network's largest stride. Defaults to 32.
-        max_instances: M, instance slots per image; images with more keep the
-            M largest (one warning with the count). Defaults to 64.
-        mask_stride: ms, target mask stride; divides ``W`` and ``H``.
-            Defaults to 4.
+        options: an `ExampleOptions` (input size, instance slots, mask
+            stride, augmentation, seed). Defaults to ``ExampleOptions()``.
         batch_size: images per batch. Defaults to 2.
         training: enables augmentation (flip, scale jitter, photometric).
             Defaults to False.
-        flip: random horizontal flip when training. Defaults to True.
-        scale_jitter: ``(low, high)`` letterbox scale multiplier range when
-            training, or None. Defaults to (0.8, 1.2).
-        photometric: colour jitter when training. Defaults to True.
-        seed: non-negative int; fixes shuffle order and augmentation.
-            Defaults to 0.
         shuffle: shuffle each epoch. Defaults to None (= ``training``).
         repeat: repeat forever. Defaults to False.
         drop_remainder: drop the last partial batch (gives a static batch
@@ -103,6 +87,8 @@ def build_dataset(
             resumed training run sets it to its first epoch so it does not
             replay pass 0's order and augmentation. Defaults to None (a new
             variable starting at 0).
+        **changes: `ExampleOptions` fields to change, e.g.
+            ``image_size=(256, 128)``.
 
     Returns:
         A ``tf.data.Dataset`` of ``(images, targets)`` as in the module
@@ -118,32 +104,23 @@ def build_dataset(
             the one-line :class:`SoloError` naming the file (any exception
             inside the element loader is re-raised as a SoloError first).
     """
-    width, height = check_args(
-        dataset, image_size, size_divisor, max_instances, mask_stride, batch_size, scale_jitter, seed
-    )
+    options = example_options(options, **changes)
+    check_dataset(dataset, batch_size)
     check_images = training if check_images is None else bool(check_images)
     if check_images:
         check_image_files(dataset)
     shuffle = training if shuffle is None else bool(shuffle)
     drop_remainder = training if drop_remainder is None else bool(drop_remainder)
-    warn_if_truncated(dataset, max_instances)
+    warn_if_truncated(dataset, options.max_instances)
 
     num_images = len(dataset.records)
-    small_h, small_w = height // mask_stride, width // mask_stride
-    options = dict(
-        image_size=(width, height),
-        max_instances=max_instances,
-        mask_stride=mask_stride,
-        training=bool(training),
-        flip=bool(flip),
-        scale_jitter=tuple(scale_jitter) if scale_jitter else None,
-        photometric=bool(photometric),
-        seed=int(seed),
-    )
+    (width, height), max_instances, seed = options.image_size, options.max_instances, options.seed
+    small_h, small_w = height // options.mask_stride, width // options.mask_stride
+    training = bool(training)
 
     def load(epoch, index):
         try:
-            image, targets = load_example(dataset, int(index), epoch=int(epoch), **options)
+            image, targets = load_example(dataset, int(index), options, training=training, epoch=int(epoch))
         except SoloError:
             raise
         except Exception as error:  # cv2 / numpy / pycocotools: one line naming the image

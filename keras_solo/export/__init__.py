@@ -53,22 +53,9 @@ __all__ = [
     "FORMATS", "INPUT_NAME", "NETWORK_SCOPE", "ONNX_OPSET", "OUTPUT_NAMES", "calibration_images", "check_format",
     "check_tflite_loads", "convert_onnx", "convert_tflite", "default_output", "export_command", "export_model",
     "export_plan", "fix_onnx_resizes", "format_op_report", "input_signature", "onnx_flops",
-    "onnx_has_runtime_conv_weights", "op_report", "reference_outputs", "resize_model", "run_config",
+    "onnx_has_runtime_conv_weights", "op_report", "reference_outputs", "resize_model",
     "serving_function", "sidecar_path", "tflite_flops", "tflite_graph",
 ]
-
-
-def run_config(model_path):
-    """The run's resolved config.yaml next to a checkpoint, or None."""
-    from keras_solo.config import load_config
-
-    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.yaml")
-    if not os.path.exists(path):
-        return None
-    try:
-        return load_config(path)
-    except SoloError:
-        return None
 
 
 def check_format(fmt, quant):
@@ -217,11 +204,11 @@ def export_model(model, path, *, fmt="tflite", quant="fp32", top_k=100, calibrat
 def export_command(args):
     """`keras-solo export`: see the module docstring."""
     from keras_solo.builders import resolve_path
-    from keras_solo.config import ExportConfig, config_from_dict, config_to_dict
+    from keras_solo.config import ExportConfig, config_from_dict, config_to_dict, load_run_config
     from keras_solo.data.coco import check_image_files, load_coco
     from keras_solo.model.solo import load_model
 
-    config = run_config(args.model)
+    config = load_run_config(args.model)
     defaults = config.export if config is not None else ExportConfig()
     fmt = args.format
     quant = args.quant or (defaults.quant if fmt == "tflite" else "fp32")
@@ -239,7 +226,7 @@ def export_command(args):
     model = load_model(args.model)
     model = resize_model(model, args.imgsz)
     if getattr(args, "set", None):
-        from keras_solo.evaluate import apply_eval_overrides
+        from keras_solo.engine import apply_eval_overrides
 
         apply_eval_overrides(model, args.set)
 

@@ -2,7 +2,7 @@
 
     images (1, H, W, 3) float32 RGB 0..255, letterboxed (the model normalises)
       -> model(images)                               [scope "network/"]
-      -> model.candidates(outputs, export_decoder(model, top_k))
+      -> export_decoder(model, top_k).candidates(model, outputs)
            per level: sigmoid, SOLO's 2x2 point NMS, top-K_l (cell, class)
            pairs, masks for those K_l cells only: the gathered 1x1 kernel
            columns W[:, k] and attention rows V_k as an einsum (BATCH_MATMUL /

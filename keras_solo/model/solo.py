@@ -326,61 +326,10 @@ class SOLO(keras.Model):
         return loss
 
     # ------------------------------------------------------------------
-    def candidates(self, outputs, decoder=None):
-        """Top-scoring (cell, class) candidates per level with their masks.
-
-        Per level: SOLO's 2x2 point NMS on the category probabilities, the
-        top-k pairs, and masks for those cells only (gathered kernels),
-        each resized to the finest level's mask size.
-
-        Returns:
-            dict: scores (B, N), labels (B, N), valid (B, N), mask_probs
-            (B, N, Hm0, Wm0), min_area (N,) (SOLO drops a mask whose area at
-            the finest mask resolution is not above its level's head stride),
-            N = sum of per-level shares.
-        """
-        decoder = decoder or self.decoder
-        num_per_level = decoder.per_level(self.grids, self.num_classes)
-        finest = self.output_size_for(decoder)
-        width, _ = self.input_size
-        scores, labels, valids, masks, min_area = [], [], [], [], []
-        for level, k in enumerate(num_per_level):
-            cate_logits = ops.cast(outputs[f"cate_logits_{level}"], "float32")
-            s = self.grids[level]
-            probs = postprocess.points_nms(ops.sigmoid(cate_logits))
-            probs = ops.reshape(probs, (-1, s * s, self.num_classes))
-            level_scores, level_labels, cell_index, level_valid = postprocess.select_candidates(
-                probs, score_thr=decoder.score_thr, k=k)
-            with keras.name_scope("masks"):
-                # Straight to the finest mask size (one bilinear resize of the
-                # logits, not the level's 2x and then a second one).
-                logits = self.cell_mask_logits(outputs, level, cell_index, out_size=finest)
-                probs_l = ops.sigmoid(ops.cast(logits, "float32"))
-                _, wm = self.mask_sizes[level]
-            scores.append(level_scores)
-            labels.append(level_labels)
-            valids.append(level_valid)
-            masks.append(probs_l)
-            head_stride = width / (wm / 2.0)
-            # SOLO's area threshold, in pixels of the finest mask size.
-            min_area.extend([head_stride / decoder.mask_downsample ** 2] * k)
-        return {
-            "scores": ops.concatenate(scores, axis=1),
-            "labels": ops.concatenate(labels, axis=1),
-            "valid": ops.concatenate(valids, axis=1),
-            "mask_probs": ops.concatenate(masks, axis=1),
-            "min_area": ops.convert_to_tensor(min_area, "float32"),
-        }
-
-    def output_size_for(self, decoder):
-        """(H, W) of the masks `decoder` returns: the finest mask size / its mask_downsample."""
-        hm, wm = self.mask_sizes[0]
-        return (hm // decoder.mask_downsample, wm // decoder.mask_downsample)
-
     @property
     def output_mask_size(self):
         """(H, W) of the masks inference returns with `self.decoder`."""
-        return self.output_size_for(self.decoder)
+        return self.decoder.output_size(self.mask_sizes)
 
     def decode(self, outputs, decoder=None):
         """SOLO inference: candidates -> maskness -> Matrix NMS -> top max_per_img.
@@ -395,11 +344,7 @@ class SOLO(keras.Model):
             probabilities at the finest mask resolution, index (B, K), valid
             (B, K).
         """
-        with keras.name_scope("candidates"):
-            cand = self.candidates(outputs, decoder=decoder)
-        with keras.name_scope("nms"):
-            return (decoder or self.decoder)(cand["mask_probs"], cand["scores"], cand["labels"], cand["valid"],
-                                             min_area=cand["min_area"])
+        return (decoder or self.decoder).decode(self, outputs)
 
     def predict_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data

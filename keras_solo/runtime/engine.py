@@ -5,7 +5,7 @@ graph, which ends in top-K and Matrix NMS and returns fixed-size scores,
 labels, masks and valid) -> decode (numpy + cv2: undo the letterbox,
 threshold). `open_engine` opens a `.tflite` (ai-edge-litert) or `.onnx`
 (onnxruntime) file, importing that runtime only then; a `.keras` model is
-adapted on the TensorFlow side (`keras_solo.evaluate.KerasEngine`).
+adapted on the TensorFlow side (`keras_solo.engine.KerasEngine`).
 
 The input size, class names and mask threshold come from the sidecar
 `MODEL.json` written by `keras-solo export`; without it the input size is read
