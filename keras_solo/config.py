@@ -19,6 +19,7 @@ import math
 import os
 import re
 import typing
+import warnings
 from dataclasses import dataclass, field
 
 import yaml
@@ -244,7 +245,6 @@ class EvalConfig:
     # pixels in every float decoding op; the masks are upsampled to the image
     # afterwards either way).
     mask_downsample: int = 1
-    batch_size: int = 1
 
     def __post_init__(self):
         for key in ("score_thr", "mask_thr", "update_thr"):
@@ -257,7 +257,6 @@ class EvalConfig:
         _check(self.nms_sigma > 0, "eval.nms_sigma", "must be > 0")
         _check(self.nms_pool in (1, 2, 4), "eval.nms_pool", "must be 1, 2 or 4")
         _check(self.mask_downsample in (1, 2), "eval.mask_downsample", "must be 1 or 2")
-        _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -363,6 +362,11 @@ def _coerce(value, tp, key):
     raise _FieldError(key, f"unsupported type {tp}")
 
 
+# Keys of older versions that nothing reads any more: skipped where they hold
+# their old default (run folders' config.yaml), a warning otherwise.
+RETIRED_KEYS = {"eval.batch_size": (1, "inference runs one image at a time")}
+
+
 def _build(cls, data, prefix):
     if data is None:
         data = {}
@@ -373,6 +377,11 @@ def _build(cls, data, prefix):
     kwargs = {}
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
+        if dotted in RETIRED_KEYS and key not in fields:
+            default, why = RETIRED_KEYS[dotted]
+            if value != default:
+                warnings.warn(f"{dotted}: no longer used ({why}); ignored", stacklevel=2)
+            continue
         if key not in fields:
             raise _FieldError(dotted, "unknown key" + _suggest(key, fields))
         tp = hints[key]

@@ -36,6 +36,10 @@ import dataclasses
 import keras
 from keras import ops
 
+from keras_solo.config import EvalConfig
+
+_EVAL = EvalConfig()  # the defaults of SOLODecoder
+
 _EPS = 1e-6
 
 
@@ -236,11 +240,11 @@ def decode(
     labels,
     valid,
     *,
-    mask_thr=0.5,
-    update_thr=0.05,
-    max_per_img=100,
-    kernel="gaussian",
-    sigma=2.0,
+    mask_thr,
+    update_thr,
+    max_per_img,
+    kernel,
+    sigma,
     min_area=0,
     nms_pool=1,
 ):
@@ -252,13 +256,13 @@ def decode(
         scores: (batch, N) category scores.
         labels: (batch, N) int class labels.
         valid: (batch, N) bool.
-        mask_thr: mask binarisation threshold. Defaults to 0.5.
+        mask_thr: mask binarisation threshold.
         update_thr: detections whose decayed score is below it are dropped
-            (SOLO keeps ``score >= update_thr``). Defaults to 0.05.
-        max_per_img: number of detections returned. Defaults to 100.
-        kernel: Matrix NMS kernel, ``"gaussian"`` or ``"linear"``. Defaults
-            to ``"gaussian"``.
-        sigma: Matrix NMS gaussian sigma. Defaults to 2.0.
+            (SOLO keeps ``score >= update_thr``).
+        max_per_img: number of detections returned.
+        kernel: Matrix NMS kernel, ``"gaussian"`` or ``"linear"``.
+        sigma: Matrix NMS gaussian sigma.
+        (`SOLODecoder` holds these with the defaults of `config.EvalConfig`.)
         min_area: see :func:`maskness_rescore`. Defaults to 0.
         nms_pool: Matrix NMS computes its IoUs on the binary masks
             average-pooled by this factor (H and W must divide by it): the
@@ -346,7 +350,8 @@ def split_nms_pre(nms_pre, grids, num_classes):
 @keras.saving.register_keras_serializable(package="keras_solo")
 @dataclasses.dataclass(frozen=True)
 class SOLODecoder:
-    """SOLO's inference settings (the reference test_cfg), as a serialisable part of the model.
+    """SOLO's inference settings (the reference test_cfg), as a serialisable part of the model;
+    the defaults are `config.EvalConfig`'s (``eval:`` of a preset).
 
     `keras-solo evaluate --set eval.*` and the export graph change them with
     `replace` (a new decoder; the model's `decode` reads `model.decoder`).
@@ -359,15 +364,15 @@ class SOLODecoder:
             this; 1 = SOLO's.
     """
 
-    score_thr: float = 0.1
-    nms_pre: int = 500
-    mask_thr: float = 0.5
-    update_thr: float = 0.05
-    max_per_img: int = 100
-    nms_kernel: str = "gaussian"
-    nms_sigma: float = 2.0
-    nms_pool: int = 1
-    mask_downsample: int = 1
+    score_thr: float = _EVAL.score_thr
+    nms_pre: int = _EVAL.nms_pre
+    mask_thr: float = _EVAL.mask_thr
+    update_thr: float = _EVAL.update_thr
+    max_per_img: int = _EVAL.max_per_img
+    nms_kernel: str = _EVAL.nms_kernel
+    nms_sigma: float = _EVAL.nms_sigma
+    nms_pool: int = _EVAL.nms_pool
+    mask_downsample: int = _EVAL.mask_downsample
 
     def __post_init__(self):
         for name in ("nms_pre", "max_per_img", "nms_pool", "mask_downsample"):

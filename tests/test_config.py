@@ -150,3 +150,17 @@ def test_a_preset_names_its_base_and_only_what_it_changes(tmp_path):
 def test_only_empty_sections_is_an_empty_config(tmp_path):
     for text in ("model:\n", "model: {}\n", "model:\ntrain:\n"):
         assert "empty config (only empty sections" in _error(tmp_path, text)
+
+
+def test_a_retired_key_loads_and_warns_only_off_its_old_default():
+    """eval.batch_size (never read) is gone: run folders' config.yaml files that hold it still load."""
+    import warnings
+
+    from keras_solo.config import config_from_dict
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config_from_dict({"eval": {"batch_size": 1, "score_thr": 0.2}})
+    with pytest.warns(UserWarning, match="eval.batch_size: no longer used"):
+        config = config_from_dict({"eval": {"batch_size": 8}})
+    assert not hasattr(config.eval, "batch_size")

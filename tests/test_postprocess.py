@@ -199,7 +199,7 @@ def _decode_inputs():
 
 def test_decode_known_result_and_static_shapes():
     mask_probs, scores, labels, valid = _decode_inputs()
-    out = pp.decode(mask_probs, scores, labels, valid, max_per_img=6)
+    out = pp.SOLODecoder(max_per_img=6)(mask_probs, scores, labels, valid)
     out = {key: _np(value) for key, value in out.items()}
     assert out["masks"].shape == (2, 6, 8, 8) and out["scores"].shape == (2, 6)
     # Duplicate decays by exp(-2 * 1^2) below update_thr? 0.85*0.8*exp(-2) = 0.092 -> kept.
@@ -219,9 +219,9 @@ def test_decode_known_result_and_static_shapes():
 def test_decode_nms_pool_exact_on_block_aligned_masks(pool):
     """Masks made of whole pooling blocks: pooled IoUs are the exact ones."""
     mask_probs, scores, labels, valid = _decode_inputs()  # 4x4 blocks
-    exact = {k: _np(v) for k, v in pp.decode(mask_probs, scores, labels, valid, max_per_img=6).items()}
-    pooled = {k: _np(v) for k, v in pp.decode(mask_probs, scores, labels, valid, max_per_img=6,
-                                              nms_pool=pool).items()}
+    exact = {k: _np(v) for k, v in pp.SOLODecoder(max_per_img=6)(mask_probs, scores, labels, valid).items()}
+    pooled = {k: _np(v) for k, v in pp.SOLODecoder(max_per_img=6, nms_pool=pool)(
+        mask_probs, scores, labels, valid).items()}
     for key in exact:
         np.testing.assert_allclose(pooled[key], exact[key], rtol=1e-6)
     assert pooled["masks"].shape == (2, 6, 8, 8)  # the masks returned stay at full size
@@ -236,12 +236,12 @@ def test_decode_nms_pool_small_masks_still_suppress():
     scores = np.array([[0.9, 0.8, 0.7]], np.float32)
     labels = np.zeros((1, 3), np.int32)
     valid = np.ones((1, 3), bool)
-    exact = _np(pp.decode(mask_probs, scores, labels, valid, max_per_img=3)["scores"])
-    pooled = _np(pp.decode(mask_probs, scores, labels, valid, max_per_img=3, nms_pool=2)["scores"])
+    exact = _np(pp.SOLODecoder(max_per_img=3)(mask_probs, scores, labels, valid)["scores"])
+    pooled = _np(pp.SOLODecoder(max_per_img=3, nms_pool=2)(mask_probs, scores, labels, valid)["scores"])
     np.testing.assert_allclose(pooled, exact, rtol=1e-6)
     assert exact[0, 2] < 0.8 * 0.8 * 0.2  # the duplicate is the one decayed (exp(-2))
     with pytest.raises(ValueError, match="nms_pool"):
-        pp.decode(mask_probs, scores, labels, valid, nms_pool=3)
+        pp.SOLODecoder(nms_pool=3)(mask_probs, scores, labels, valid)
 
 
 def test_decode_empty_and_under_tf_function():
@@ -256,10 +256,10 @@ def test_decode_empty_and_under_tf_function():
         ]
     )
     def run(m, s, l, v):
-        return pp.decode(m, s, l, v, max_per_img=3)
+        return pp.SOLODecoder(max_per_img=3)(m, s, l, v)
 
     out = run(mask_probs, scores, labels, valid)
-    eager = pp.decode(mask_probs, scores, labels, valid, max_per_img=3)
+    eager = pp.SOLODecoder(max_per_img=3)(mask_probs, scores, labels, valid)
     for key in eager:
         np.testing.assert_allclose(_np(out[key]), _np(eager[key]), rtol=1e-6)
     # Nothing valid at all.
