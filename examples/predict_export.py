@@ -1,5 +1,6 @@
-"""Use a trained model: predict on images, export int8 TFLite, run the export
-with the TensorFlow-free runtime (what a device installs):
+"""Export a trained model to int8 TFLite and predict with the export in the
+TensorFlow-free runtime (what a device installs: keras-solo[runtime]); for
+detections of a folder with any model file see examples/predict_folder.py:
 
     python examples/predict_export.py --model runs/fit_example.keras --data data/synthetic
 """
@@ -17,12 +18,8 @@ parser.add_argument("--out", default="runs/fit_example_int8.tflite")
 args = parser.parse_args()
 frames = sorted(glob.glob(os.path.join(args.data, "val", "*.png")))[:3]
 
-for frame in frames:  # a .keras file, a model in memory or an export: the same records
-    found = keras_solo.detect(args.model, frame, score=0.3)
-    print(os.path.basename(frame), [(d["class"], round(d["score"], 2), d["bbox_xywh"]) for d in found])
-
 meta = keras_solo.export_model(args.model, args.out, quant="int8", overwrite=True,
-                         calibration=os.path.join(args.data, "instances_train.json"), calibration_images=32)
+                               calibration=os.path.join(args.data, "instances_train.json"), calibration_images=32)
 print(f"wrote {args.out}: {meta['size_bytes'] / 2**20:.2f} MiB")
 
 from keras_solo.runtime.engine import open_engine  # noqa: E402 (numpy + cv2 + LiteRT only)

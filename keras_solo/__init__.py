@@ -5,10 +5,13 @@ keras_solo.runtime`` on a device stays free of TensorFlow and Keras::
 
     import keras_solo
     model = keras_solo.SOLO.from_preset("demo")
+
+(so load a saved model with `keras_solo.load_model`, which registers the
+layers, rather than ``keras.saving.load_model``).
 """
 
-__all__ = ["SOLO", "preset_names", "load_config", "coco_dataset", "detect", "coco_metrics", "export_model",
-           "COCOEvalCallback", "ResumableBackup"]
+__all__ = ["SOLO", "preset_names", "load_config", "load_model", "coco_dataset", "detect", "coco_metrics",
+           "export_model", "COCOEvalCallback", "ResumableBackup"]
 
 
 def __getattr__(name):

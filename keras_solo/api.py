@@ -11,12 +11,15 @@ keras_solo`; the `keras-solo` command is a thin layer over the same parts)::
               callbacks=[keras_solo.COCOEvalCallback("val.json", "images/", model=model)])
     model.save("car_bus.keras")
     keras_solo.detect(model, "frame.jpg")     # or a .keras / .tflite / .onnx path
+    model = keras_solo.load_model("car_bus.keras")
     keras_solo.coco_metrics("car_bus.keras", "val.json", "images/")
     keras_solo.export_model(model, "car_bus.tflite", quant="int8", calibration="train.json", images="images/")
 """
 
 import dataclasses
 import os
+
+import numpy as np
 
 # The functions are named apart from the modules keras_solo.predict / .evaluate / .export:
 # a package attribute named like a submodule is replaced by that module once it is imported.
@@ -26,8 +29,23 @@ from keras_solo.errors import SoloError
 from keras_solo.model.solo import SOLO
 from keras_solo.train import EvalCallback, ResumableBackup
 
-__all__ = ["SOLO", "preset_names", "load_config", "coco_dataset", "detect", "coco_metrics", "export_model",
-           "COCOEvalCallback", "ResumableBackup"]
+__all__ = ["SOLO", "preset_names", "load_config", "load_model", "coco_dataset", "detect", "coco_metrics",
+           "export_model", "COCOEvalCallback", "ResumableBackup"]
+
+
+def load_model(path):
+    """A `SOLO` from a `.keras` file (``keras.saving.load_model`` in safe
+    mode, with keras-solo's layers registered).
+
+    The file holds the model, not the preset's training section: to train it
+    further, give `compile` an optimizer (``model.compile(optimizer=...)``).
+
+    Raises:
+        SoloError: a missing file, not a `.keras` archive, or not a SOLO model.
+    """
+    from keras_solo.model.solo import load_model as load
+
+    return load(path)
 
 
 def _config_of(model=None, config=None, batch_size=None):
@@ -48,7 +66,11 @@ def _config_of(model=None, config=None, batch_size=None):
 def _load(json_path, images, class_names, strict=False):
     from keras_solo.data.coco import load_coco
 
-    return load_coco(json_path, images, strict=strict, class_names=class_names)
+    coco = load_coco(json_path, images, strict=strict, class_names=class_names)
+    if coco.records and not os.path.exists(coco.records[0].path):
+        raise SoloError(f"{json_path}: image file not found: {coco.records[0].path} (images= is the folder the "
+                        f"JSON's file_name entries are relative to; default the JSON's folder)")
+    return coco
 
 
 def coco_dataset(json_path, images=None, *, model=None, config=None, training=False, batch_size=None):
@@ -60,21 +82,31 @@ def coco_dataset(json_path, images=None, *, model=None, config=None, training=Fa
             JSON's folder).
         model: a `SOLO` (its preset's data options, input size and classes);
             or give `config` (a `SOLOConfig`).
+        config: a `SOLOConfig` (`load_config`), instead of `model`.
         training: shuffle and augment (flip, scale jitter, colour), as the
-            preset says; False for validation.
+            preset says; False for validation. Every image file is checked
+            up front either way.
         batch_size: default the preset's ``train.batch_size``.
 
     Returns:
         A finite `tf.data.Dataset` of (images, targets) batches on the
         TensorFlow backend, a `keras.utils.PyDataset` on the others; one pass
-        is one epoch. Classes are matched by name to the model's.
+        is one epoch. Classes are matched by name to the model's; the
+        annotations of other classes are dropped with a warning.
+
+    Raises:
+        SoloError: a missing or bad JSON or image file, a class name the
+            JSON lacks.
     """
     import keras
 
     from keras_solo import builders
+    from keras_solo.data.coco import check_image_files
 
     config = _config_of(model, config, batch_size)
     coco = _load(json_path, images, config.model.class_names, config.data.strict)
+    if not training:
+        check_image_files(coco)  # training data is checked when its pipeline is built
     if keras.backend.backend() != "tensorflow":
         return builders.build_loader(config, coco, training=training)
     return builders.build_dataset(config, coco, training=training)
@@ -96,12 +128,43 @@ class COCOEvalCallback(EvalCallback):
         super().__init__(_load(json_path, images, model.class_names), every=every, limit=limit)
 
 
-def _engine(model, threads=None):
-    from keras_solo.evaluate import KerasEngine, load_engine
+_ENGINES = {}  # the engines detect() used last: a loop over images loads and compiles a model once
+
+
+def _engine(model, threads=None, cache=False):
+    import keras
+
+    from keras_solo.engine import KerasEngine, load_engine
 
     if isinstance(model, SOLO):
-        return KerasEngine(model, threads=threads)
-    return load_engine(os.fspath(model), threads=threads)
+        if keras.backend.backend() != "tensorflow":  # jax.jit reads the weights once: no cache
+            cache = False
+        key, parts = ("model", id(model), id(model.decoder)), (model, model.decoder)
+    else:
+        path = os.path.abspath(os.fspath(model))
+        stat = os.stat(path) if os.path.exists(path) else None
+        key, parts = (path, stat and stat.st_mtime_ns, stat and stat.st_size), ()
+    if cache and key in _ENGINES:
+        return _ENGINES[key][1]
+    engine = KerasEngine(model, threads=threads) if parts else load_engine(os.fspath(model), threads=threads)
+    if cache:
+        while len(_ENGINES) >= 2:
+            _ENGINES.pop(next(iter(_ENGINES)))
+        _ENGINES[key] = (parts, engine)  # holds the model and decoder, so their ids stay theirs
+    return engine
+
+
+def _image(image):
+    """(source path or None, (h, w, 3) uint8 RGB array)."""
+    from keras_solo.runtime.image import read_image
+
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image), read_image(image)
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise SoloError(f"detect: image is a {array.dtype} array of shape {array.shape}; expected (h, w, 3) uint8 "
+                        "RGB (from OpenCV: cv2.cvtColor(image, cv2.COLOR_BGR2RGB)) or an image file")
+    return None, array
 
 
 def detect(model, image, *, score=0.3, masks=True):
@@ -114,6 +177,9 @@ def detect(model, image, *, score=0.3, masks=True):
         score: keep detections above this score.
         masks: also give each instance's (h, w) bool mask.
 
+    The last two models are kept loaded and compiled (a file until it
+    changes), so calling `detect` in a loop over images is fast.
+
     Returns:
         A list of dicts, highest score first: ``label``, ``class``, ``score``,
         ``bbox_xywh`` (COCO, original pixels), ``segmentation`` (COCO RLE) and
@@ -121,12 +187,9 @@ def detect(model, image, *, score=0.3, masks=True):
         for every format.
     """
     from keras_solo.runtime.detections import detections_record
-    from keras_solo.runtime.image import read_image
 
-    source = None
-    if isinstance(image, (str, os.PathLike)):
-        source, image = os.fspath(image), read_image(image)
-    engine = _engine(model)
+    source, image = _image(image)
+    engine = _engine(model, cache=True)
     found, _ = engine(image, min_score=score)
     instances = detections_record(source, found, engine.class_names)["instances"]
     if masks:
@@ -137,6 +200,13 @@ def detect(model, image, *, score=0.3, masks=True):
 
 def coco_metrics(model, json_path, images=None, *, limit=0, progress=False):
     """COCO metrics of a model or an export on a COCO JSON (pycocotools).
+
+    Args:
+        model: a `SOLO`, or a `.keras` / `.tflite` / `.onnx` path.
+        json_path, images: the evaluation set, as `coco_dataset`; its
+            classes must be the model's, in the same order.
+        limit: the first N images only (0 = all).
+        progress: show a progress bar.
 
     Returns:
         dict: ``segm`` and ``bbox`` (AP, AP50, AP75, APs, APm, APl),
@@ -149,17 +219,19 @@ def coco_metrics(model, json_path, images=None, *, limit=0, progress=False):
     return evaluate_engine(engine, coco, limit=limit, progress=progress)[0]
 
 
-def export_model(model, path, *, format="tflite", quant="fp32", top_k=50, calibration=None, images=None,
-           calibration_images=100, overwrite=False):
+def export_model(model, path, *, format=None, quant="fp32", top_k=50, calibration=None, images=None,
+                 calibration_images=100, overwrite=False):
     """Exports a `SOLO` (or a `.keras` path) for the device runtime.
 
     Args:
         path: the output (``.tflite`` / ``.onnx``); its sidecar ``MODEL.json`` is written beside it.
-        format: "tflite" or "onnx" (`runtime.formats.FORMATS`).
+        format: "tflite", "onnx" or "saved_model" (`runtime.formats.FORMATS`);
+            default: from the suffix of `path`.
         quant: "fp32", "fp16" or "int8" (TFLite).
         top_k: candidate masks decoded in the graph.
         calibration, images: for int8, a COCO JSON of training images and
             their folder; `calibration_images` of them, shuffled, set the ranges.
+        overwrite: replace an existing `path`.
 
     Returns:
         The sidecar dict (size, ops by precision, input size, ...).
@@ -167,7 +239,15 @@ def export_model(model, path, *, format="tflite", quant="fp32", top_k=50, calibr
     from keras_solo.export import check_format
     from keras_solo.export import export_model as export_graph
     from keras_solo.export.calibration import calibration_images as calibration_batches
+    from keras_solo.runtime.formats import FORMATS
 
+    named = [name for name, spec in FORMATS.items() if os.fspath(path).rstrip("/\\").endswith(spec["suffix"])]
+    if format is None and not named:
+        raise SoloError(f"{path}: give format= or a path ending in "
+                        + ", ".join(spec["suffix"] for spec in FORMATS.values()))
+    if format is not None and named and format not in named:
+        raise SoloError(f"{path}: format={format!r}, but the suffix says {named[0]}")
+    format = format or named[0]
     check_format(format, quant)
     source = None
     if not isinstance(model, SOLO):

@@ -1,20 +1,31 @@
 """The public Python API (`import keras_solo`) and the scripts of examples/,
-run as a user runs them (subprocesses, tiny synthetic data) so they cannot rot."""
+run as a user runs them (their own processes; predict_folder.py on an export
+in this one, as it needs no TensorFlow start-up), on tiny synthetic data, so
+they cannot rot."""
 
+import json
 import os
+import runpy
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import keras_solo
+from keras_solo.errors import SoloError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECORD = {"label", "class", "score", "bbox_xywh", "segmentation"}  # what detect gives for every format
 
 
 def test_every_public_name_resolves_and_the_runtime_stays_light():
+    from keras_solo import api
+
+    assert keras_solo.__all__ == api.__all__
     for name in keras_solo.__all__:
         assert getattr(keras_solo, name) is not None, name
+        assert (getattr(keras_solo, name).__doc__ or "").strip(), f"{name} has no docstring"
     assert {"demo", "edge", "paper"} <= set(keras_solo.preset_names())
     with pytest.raises(AttributeError):
         keras_solo.no_such_name  # noqa: B018
@@ -24,7 +35,7 @@ def test_every_public_name_resolves_and_the_runtime_stays_light():
     assert proc.stdout.split() == ["False", "False"], proc.stderr
 
 
-def test_from_preset_and_compile_without_an_optimizer_train_with_the_presets_schedule(synthetic):
+def test_from_preset_and_compile_without_an_optimizer_train_with_the_presets_schedule(synthetic, tmp_path):
     model = keras_solo.SOLO.from_preset("demo", class_names=("car", "bus"), overrides=["train.batch_size=2"])
     assert model.num_classes == 2 and model.class_names == ("car", "bus") and model.built
     data = keras_solo.coco_dataset(os.path.join(synthetic, "instances_train.json"), model=model, training=True)
@@ -37,24 +48,70 @@ def test_from_preset_and_compile_without_an_optimizer_train_with_the_presets_sch
     assert type(model.optimizer).__name__ == "AdamW"  # demo preset: adamw, cosine
     assert schedule.kind == "cosine" and schedule.total_steps == 2 * steps
     assert int(model.optimizer.iterations.numpy()) == 2 * steps
+    # detect: the same records from a loop of calls (the engine is compiled once), clear errors
+    image = os.path.join(synthetic, "val", sorted(os.listdir(os.path.join(synthetic, "val")))[0])
+    keras_solo.detect(model, image)
+    model.decoder = model.decoder.replace(score_thr=0.0, update_thr=0.0)  # a new decoder: a new engine
+    first, again = (keras_solo.detect(model, image, score=0.0) for _ in range(2))
+    assert len(first) == len(again) > 0 and [d["score"] for d in first] == [d["score"] for d in again]
+    assert set(first[0]) == RECORD | {"mask"} and first[0]["mask"].shape == (64, 128)
+    with pytest.raises(SoloError, match=r"expected \(h, w, 3\) uint8 RGB"):
+        keras_solo.detect(model, np.zeros((64, 128), np.uint8))
+    with pytest.raises(SoloError, match="give format="):
+        keras_solo.export_model(model, "model.pt")
+    with pytest.raises(SoloError, match="image file not found: .*images= is the folder"):
+        keras_solo.coco_dataset(os.path.join(synthetic, "instances_val.json"), "no_such_folder", model=model)
+    # a model read from a file has no preset: compile() says to pass an optimizer (not rmsprop in silence)
+    model.save(tmp_path / "saved.keras")
+    loaded = keras_solo.load_model(tmp_path / "saved.keras")
+    with pytest.raises(SoloError, match=r"pass one, e.g. model.compile\(optimizer="):
+        loaded.compile()
 
 
-def test_the_examples_run(tmp_path):
-    """examples/fit.py then examples/predict_export.py, on a tiny synthetic set, as the README says."""
-    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    data = tmp_path / "data"
-    proc = subprocess.run([sys.executable, "-m", "keras_solo.cli", "make-synthetic", "--out", str(data), "--images",
-                           "12", "--size", "256x128"], capture_output=True, text=True, env=env, cwd=tmp_path)
+ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def run_example(name, *args, cwd):
+    """Runs examples/NAME as a user does, in its own process; returns what it printed."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", name), *map(str, args)],
+                          capture_output=True, text=True, env=ENV, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    """A tiny synthetic set made as the README says, shared by the example scripts."""
+    root = tmp_path_factory.mktemp("examples")
+    proc = subprocess.run([sys.executable, "-m", "keras_solo.cli", "make-synthetic", "--out", str(root / "data"),
+                           "--images", "12", "--size", "256x128"], capture_output=True, text=True, env=ENV, cwd=root)
     assert proc.returncode == 0, proc.stderr
-    model = tmp_path / "runs" / "m.keras"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "fit.py"), "--data", str(data),
-                           "--epochs", "2", "--out", str(model)], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert model.exists() and (tmp_path / "runs" / "m_log.csv").exists()
-    assert "segm {'AP':" in proc.stdout
-    tflite = tmp_path / "runs" / "m_int8.tflite"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "predict_export.py"), "--model", str(model),
-                           "--data", str(data), "--out", str(tflite)], capture_output=True, text=True, env=env,
-                          cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert tflite.exists() and "instances in" in proc.stdout and f"wrote {tflite}" in proc.stdout
+    return root
+
+
+def test_fit_then_predict_export_then_predict_folder(examples, monkeypatch):
+    """examples/fit.py, predict_export.py (int8, the runtime), predict_folder.py (on the export)."""
+    root, data = examples, examples / "data"
+    model = root / "runs" / "m.keras"
+    stdout = run_example("fit.py", "--data", data, "--epochs", 2, "--out", model, cwd=root)
+    assert model.exists() and (root / "runs" / "m_log.csv").exists()
+    assert "segm {'AP':" in stdout
+    tflite = root / "runs" / "m_int8.tflite"
+    stdout = run_example("predict_export.py", "--model", model, "--data", data, "--out", tflite, cwd=root)
+    assert tflite.exists() and "instances in" in stdout and f"wrote {tflite}" in stdout
+    out = root / "runs" / "detections.json"  # in this process: an export needs no TensorFlow start-up of its own
+    monkeypatch.setattr(sys, "argv", ["predict_folder.py", "--model", str(tflite), "--images", str(data / "val"),
+                                      "--score", "0", "--out", str(out)])
+    runpy.run_path(os.path.join(ROOT, "examples", "predict_folder.py"), run_name="__main__")
+    records = json.loads(out.read_text())
+    assert [os.path.basename(r["source"]) for r in records] == sorted(os.listdir(data / "val"))
+    assert all(set(d) == RECORD for r in records for d in r["instances"])
+
+
+def test_finetune_on_your_classes(examples):
+    """examples/finetune.py with a small preset: 3 of the 5 classes, its own callback, the model saved."""
+    data, out = examples / "data", examples / "ft" / "cars.keras"
+    run_example("finetune.py", "--train", data / "instances_train.json", "--val", data / "instances_val.json",
+                "--classes", "car,truck,bus", "--preset", "demo", "--set", "train.batch_size=4", "--epochs", 1,
+                "--out", out, cwd=examples)
+    assert keras_solo.load_model(out).class_names == ("car", "truck", "bus")

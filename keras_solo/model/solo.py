@@ -383,9 +383,19 @@ class SOLO(keras.Model):
         return model
 
     def compile(self, optimizer=None, **kwargs):
-        """`keras.Model.compile`; without an optimizer (and with a preset's
-        `train_config`) the preset's optimizer and schedule are made at `fit`."""
-        self._preset_optimizer = optimizer is None and getattr(self, "train_config", None) is not None
+        """`keras.Model.compile`; without an optimizer, the preset's optimizer
+        and schedule (`train_config`) are made at `fit`.
+
+        Raises:
+            SoloError: no optimizer and no preset (a model read from a file):
+                the message says to pass one.
+        """
+        if optimizer is None and getattr(self, "train_config", None) is None:
+            from keras_solo.errors import SoloError
+
+            raise SoloError("compile() without an optimizer takes the preset's, and this model has none (read "
+                            "from a file?): pass one, e.g. model.compile(optimizer=keras.optimizers.AdamW(1e-4))")
+        self._preset_optimizer = optimizer is None
         super().compile(optimizer=optimizer or "rmsprop", **kwargs)
 
     def fit(self, x=None, y=None, *args, **kwargs):
