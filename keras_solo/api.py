@@ -198,8 +198,9 @@ def detect(model, image, *, score=0.3, masks=True):
     return sorted(instances, key=lambda i: -i["score"])
 
 
-def coco_metrics(model, json_path, images=None, *, limit=0, progress=False):
-    """COCO metrics of a model or an export on a COCO JSON (pycocotools).
+def coco_metrics(model, json_path, images=None, *, limit=0, progress=False, overrides=(), return_detections=False):
+    """COCO metrics of a model or an export on a COCO JSON (pycocotools);
+    what ``keras-solo evaluate`` computes.
 
     Args:
         model: a `SOLO`, or a `.keras` / `.tflite` / `.onnx` path.
@@ -207,16 +208,27 @@ def coco_metrics(model, json_path, images=None, *, limit=0, progress=False):
             classes must be the model's, in the same order.
         limit: the first N images only (0 = all).
         progress: show a progress bar.
+        overrides: ``"eval.key=value"`` inference settings for a `.keras`
+            path (for a `SOLO`, set ``model.decoder =
+            model.decoder.replace(...)``; an export has them in its graph).
+        return_detections: also return the detections in COCO results
+            format (RLE masks).
 
     Returns:
         dict: ``segm`` and ``bbox`` (AP, AP50, AP75, APs, APm, APl),
-        ``per_class`` segm AP, ``ms_per_image``.
+        ``per_class`` segm AP, ``ms_per_image``; with `return_detections`,
+        ``(metrics, detections)``.
     """
+    from keras_solo.engine import load_engine
     from keras_solo.evaluate import evaluate_engine
 
-    engine = _engine(model)
-    coco = _load(json_path, images, engine.class_names)
-    return evaluate_engine(engine, coco, limit=limit, progress=progress)[0]
+    if overrides and isinstance(model, SOLO):
+        raise SoloError("coco_metrics: overrides= applies to a .keras path; for a SOLO set "
+                        "model.decoder = model.decoder.replace(...)")
+    engine = load_engine(os.fspath(model), overrides=overrides) if overrides else _engine(model)
+    coco = _load(json_path, images, engine.class_names or None)
+    metrics, detections = evaluate_engine(engine, coco, limit=limit, progress=progress)
+    return (metrics, detections) if return_detections else metrics
 
 
 def export_model(model, path, *, format=None, quant="fp32", top_k=50, calibration=None, images=None,

@@ -124,9 +124,27 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     _quiet_tf()
-    from keras_solo.evaluate import evaluate_command
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "eval")
+    check_output(out)  # before TensorFlow, the model load and the whole evaluation
+    if not args.overwrite:
+        held = [n for n in ("metrics.json", "detections.json") if os.path.exists(os.path.join(out, n))]
+        if held:
+            raise SoloError(f"{out}: already holds {' and '.join(held)}; use --overwrite or another --out")
+    from keras_solo import api
+    from keras_solo.errors import write_json
+    from keras_solo.evaluate import format_metrics
 
-    evaluate_command(args)
+    metrics, detections = api.coco_metrics(args.model, args.data, args.images, limit=args.limit, progress=True,
+                                           overrides=args.set, return_detections=True)
+    metrics.update({"model": os.path.abspath(args.model), "data": os.path.abspath(args.data)})
+    metrics_path = os.path.join(out, "metrics.json")
+    write_json(os.path.join(out, "detections.json"), detections, what="detections", indent=None)
+    write_json(metrics_path, metrics, what="metrics")
+    print(format_metrics(metrics))
+    t = metrics["ms_per_image"]
+    print(f"\nms/image: letterbox {t['preprocess']}, network (incl. Matrix NMS) {t['network']}, "
+          f"undo letterbox {t['decode']}")
+    print(f"wrote {metrics_path} and detections.json")
 
 
 def cmd_predict(args):

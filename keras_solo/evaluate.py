@@ -14,10 +14,9 @@ engine.
 import contextlib
 import io
 import json
-import os
 
-from keras_solo.engine import KerasEngine, load_engine
-from keras_solo.errors import SoloError, check_output, write_json
+from keras_solo.engine import KerasEngine
+from keras_solo.errors import SoloError
 from keras_solo.runtime.bench import inference_on_dataset
 from keras_solo.runtime.detections import coco_results
 
@@ -148,28 +147,3 @@ def evaluate_engine(engine, coco_dataset, *, limit=0, progress=True):
 def evaluate_model(model, coco_dataset, *, limit=0, progress=True):
     """COCO metrics of a built `SOLO` on a dataset; returns (metrics, results)."""
     return evaluate_engine(KerasEngine(model), coco_dataset, limit=limit, progress=progress)
-
-
-def evaluate_command(args):
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "eval")
-    check_output(out)  # before TensorFlow, the model load and the whole evaluation
-    metrics_path = os.path.join(out, "metrics.json")
-    if not args.overwrite:  # before TensorFlow and the model load
-        held = [n for n in ("metrics.json", "detections.json") if os.path.exists(os.path.join(out, n))]
-        if held:
-            raise SoloError(f"{out}: already holds {' and '.join(held)}; use --overwrite or another --out")
-
-    from keras_solo.data.coco import load_coco
-
-    engine = load_engine(args.model, overrides=getattr(args, "set", ()))
-    coco = load_coco(args.data, args.images, class_names=engine.class_names or None)
-    os.makedirs(out, exist_ok=True)
-    metrics, results = evaluate_engine(engine, coco, limit=args.limit)
-    metrics.update({"model": os.path.abspath(args.model), "data": os.path.abspath(args.data)})
-    write_json(os.path.join(out, "detections.json"), results, what="detections", indent=None)
-    write_json(metrics_path, metrics, what="metrics")
-    print(format_metrics(metrics))
-    t = metrics["ms_per_image"]
-    print(f"\nms/image: letterbox {t['preprocess']}, network (incl. Matrix NMS) {t['network']}, "
-          f"undo letterbox {t['decode']}")
-    print(f"wrote {metrics_path} and detections.json")

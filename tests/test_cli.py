@@ -108,3 +108,29 @@ def test_a_batch_larger_than_the_training_set_warns(synthetic, tmp_path, capsys)
     train(tiny_config(str(synthetic), "train.batch_size=16", "train.epochs=1", "train.steps_per_epoch=1",
                       "data.val_json="), str(tmp_path / "run"), verbose=0)
     assert "training image(s) for train.batch_size 16: every batch repeats images" in capsys.readouterr().err
+
+
+def test_evaluate_is_the_public_coco_metrics(tmp_path, monkeypatch, capsys):
+    """`keras-solo evaluate` is a thin layer over `keras_solo.coco_metrics`: it passes the command
+    line through and writes what the function returns (a spy stands in for the model run)."""
+    from keras_solo import api
+
+    calls = []
+    metrics = {"segm": {"AP": 12.5}, "bbox": {"AP": 20.0}, "per_class": {"car": 12.5},
+               "ms_per_image": {"preprocess": 1.0, "network": 2.0, "decode": 3.0}}
+
+    def coco_metrics(model, json_path, images=None, **kwargs):
+        calls.append((model, json_path, images, kwargs))
+        return dict(metrics), [{"image_id": 1, "score": 0.9}]
+
+    monkeypatch.setattr(api, "coco_metrics", coco_metrics)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", "m.keras", "--data", "val.json", "--images", "img", "--limit", "3",
+                 "--set", "eval.score_thr=0.2", "--out", str(out)]) == 0
+    assert calls == [("m.keras", "val.json", "img", {"limit": 3, "progress": True,
+                                                    "overrides": ["eval.score_thr=0.2"], "return_detections": True})]
+    import json
+
+    assert json.loads((out / "metrics.json").read_text())["segm"] == {"AP": 12.5}
+    assert json.loads((out / "detections.json").read_text()) == [{"image_id": 1, "score": 0.9}]
+    assert "12.5" in capsys.readouterr().out
