@@ -232,8 +232,9 @@ def coco_metrics(model, json_path, images=None, *, limit=0, progress=False, over
 
 
 def export_model(model, path, *, format=None, quant="fp32", top_k=50, calibration=None, images=None,
-                 calibration_images=100, overwrite=False):
-    """Exports a `SOLO` (or a `.keras` path) for the device runtime.
+                 calibration_images=100, overwrite=False, source=None, export_config=None, progress=None):
+    """Exports a `SOLO` (or a `.keras` path) for the device runtime; what
+    ``keras-solo export`` runs.
 
     Args:
         path: the output (``.tflite`` / ``.onnx``); its sidecar ``MODEL.json`` is written beside it.
@@ -244,10 +245,15 @@ def export_model(model, path, *, format=None, quant="fp32", top_k=50, calibratio
         calibration, images: for int8, a COCO JSON of training images and
             their folder; `calibration_images` of them, shuffled, set the ranges.
         overwrite: replace an existing `path`.
+        source: the `.keras` file the model came from, for the sidecar
+            (default: `model` when it is a path).
+        export_config: the `config.ExportConfig` to record in the sidecar.
+        progress: a callable for progress lines (e.g. `print`); None = silent.
 
     Returns:
         The sidecar dict (size, ops by precision, input size, ...).
     """
+    from keras_solo.data.coco import check_image_files
     from keras_solo.export import check_format
     from keras_solo.export import export_model as export_graph
     from keras_solo.export.calibration import calibration_images as calibration_batches
@@ -261,18 +267,20 @@ def export_model(model, path, *, format=None, quant="fp32", top_k=50, calibratio
         raise SoloError(f"{path}: format={format!r}, but the suffix says {named[0]}")
     format = format or named[0]
     check_format(format, quant)
-    source = None
     if not isinstance(model, SOLO):
         from keras_solo.model.solo import load_model
 
-        source, model = os.fspath(model), load_model(os.fspath(model))
+        source, model = source or os.fspath(model), load_model(os.fspath(model))
     batches = info = None
     if quant == "int8":
         if calibration is None:
             raise SoloError(f"{path}: int8 needs calibration= (a COCO JSON of training images)")
         coco = _load(calibration, images, model.class_names)
+        check_image_files(coco)  # a missing or broken image: one line now, not a TF error mid-conversion
         count = min(int(calibration_images), len(coco.records))
         batches = lambda: calibration_batches(coco, model.input_size, count)  # noqa: E731
-        info = {"data": os.path.abspath(calibration), "images": count}
+        info = {"data": os.path.abspath(calibration), "images": count,
+                "pipeline": "keras_solo.data.pipeline.build_dataset(training=False), shuffled, seed 0"}
     return export_graph(model, os.fspath(path), fmt=format, quant=quant, top_k=top_k, calibration=batches,
-                        calibration_info=info, source=source, overwrite=overwrite, progress=None)
+                        calibration_info=info, export_config=export_config, source=source, overwrite=overwrite,
+                        progress=progress)

@@ -184,9 +184,12 @@ def cmd_export(args):
     if backend != "tensorflow":
         raise SoloError(f"export converts with TensorFlow and needs Keras' TensorFlow backend (this one is "
                         f"{backend!r}); run it with KERAS_BACKEND=tensorflow: a .keras file trained on any backend loads there")
-    from keras_solo.export import export_command
+    from keras_solo import api
+    from keras_solo.export import export_request, format_export_summary
 
-    export_command(args)
+    model, options = export_request(args)
+    meta = api.export_model(model, **options)
+    print(format_export_summary(meta, options["path"]))
 
 
 def cmd_profile(args):

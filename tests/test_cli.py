@@ -134,3 +134,30 @@ def test_evaluate_is_the_public_coco_metrics(tmp_path, monkeypatch, capsys):
     assert json.loads((out / "metrics.json").read_text())["segm"] == {"AP": 12.5}
     assert json.loads((out / "detections.json").read_text()) == [{"image_id": 1, "score": 0.9}]
     assert "12.5" in capsys.readouterr().out
+
+
+def test_export_is_the_public_export_model(tmp_path, monkeypatch, capsys):
+    """`keras-solo export` resolves its arguments (run config, --top-k, --calib-data) and calls
+    `keras_solo.export_model` with them (a spy stands in for the conversion)."""
+    from keras_solo import api
+
+    model = object()  # what load_model gave: passed on as it is (no --imgsz, no --set)
+    monkeypatch.setattr("keras_solo.model.solo.load_model", lambda path: model)
+    calls = []
+
+    def export_model(m, path, **kwargs):
+        calls.append((m, path, kwargs))
+        return {"size_bytes": 2**20, "input_size": [64, 64], "format": kwargs["format"], "quant": kwargs["quant"],
+                "num_candidates": 3, "max_detections": 3, "gflops": 0.5}
+
+    monkeypatch.setattr(api, "export_model", export_model)
+    (tmp_path / "m.keras").write_bytes(b"")
+    out = tmp_path / "m.tflite"
+    assert main(["export", "--model", str(tmp_path / "m.keras"), "--format", "tflite", "--quant", "int8",
+                 "--calib-data", "train.json", "--calib-root", "img", "--top-k", "7", "--out", str(out)]) == 0
+    (m, path, kwargs), = calls
+    assert m is model and path == str(out)
+    assert {k: kwargs[k] for k in ("format", "quant", "top_k", "calibration", "images", "source")} == {
+        "format": "tflite", "quant": "int8", "top_k": 7, "calibration": "train.json", "images": "img",
+        "source": str(tmp_path / "m.keras")}
+    assert "wrote " + str(out) in capsys.readouterr().out

@@ -12,7 +12,9 @@ modes. Every export writes, next to the model file, a sidecar `MODEL.json`
 size, class names, thresholds, output names and shapes) plus the resolved
 export config, the model config, the op precision report and the graph's
 GFLOPs. Files are written under a temporary name and renamed; an existing
-output is refused without `overwrite`.
+output is refused without `overwrite`. The command (`export_request` for
+its arguments, then `keras_solo.export_model`) and the Python API share one
+path.
 """
 
 import os
@@ -51,8 +53,8 @@ from keras_solo.runtime.formats import FORMATS, OUTPUT_NAMES, sidecar_path
 
 __all__ = [
     "FORMATS", "INPUT_NAME", "NETWORK_SCOPE", "ONNX_OPSET", "OUTPUT_NAMES", "calibration_images", "check_format",
-    "check_tflite_loads", "convert_onnx", "convert_tflite", "default_output", "export_command", "export_model",
-    "export_plan", "fix_onnx_resizes", "format_op_report", "input_signature", "onnx_flops",
+    "check_tflite_loads", "convert_onnx", "convert_tflite", "default_output", "export_model", "export_request",
+    "export_plan", "fix_onnx_resizes", "format_export_summary", "format_op_report", "input_signature", "onnx_flops",
     "onnx_has_runtime_conv_weights", "op_report", "reference_outputs", "resize_model",
     "serving_function", "sidecar_path", "tflite_flops", "tflite_graph",
 ]
@@ -201,11 +203,13 @@ def export_model(model, path, *, fmt="tflite", quant="fp32", top_k=100, calibrat
     return meta
 
 
-def export_command(args):
-    """`keras-solo export`: see the module docstring."""
+def export_request(args):
+    """`keras-solo export`'s arguments resolved against the run's config.yaml
+    next to the model: ``(model, options)`` for `keras_solo.export_model(model,
+    **options)`, the model loaded, resized (``--imgsz``) and with its ``--set``
+    inference overrides; the output checked before the model loads."""
     from keras_solo.builders import resolve_path
     from keras_solo.config import ExportConfig, config_from_dict, config_to_dict, load_run_config
-    from keras_solo.data.coco import check_image_files, load_coco
     from keras_solo.model.solo import load_model
 
     config = load_run_config(args.model)
@@ -223,14 +227,7 @@ def export_command(args):
     out = args.out or default_output(args.model, fmt, quant)
     check_output(out, folder=fmt == "saved_model")
     _check_outputs(os.path.abspath(out), args.overwrite)
-    model = load_model(args.model)
-    model = resize_model(model, args.imgsz)
-    if getattr(args, "set", None):
-        from keras_solo.engine import apply_eval_overrides
-
-        apply_eval_overrides(model, args.set)
-
-    calibration = calibration_info = None
+    calib_json = image_root = None
     if quant == "int8":
         calib_json = args.calib_data
         image_root = getattr(args, "calib_root", None)
@@ -242,20 +239,24 @@ def export_command(args):
         if not calib_json:
             raise SoloError("--quant int8 needs --calib-data FILE.json (training images, COCO JSON); "
                             "no config.yaml next to the model names one")
-        coco = load_coco(calib_json, image_root, class_names=model.class_names)
-        check_image_files(coco)  # a missing or broken image: one line now, not a TF error mid-conversion
-        count = min(export_config.calib_images, len(coco.records))
-        calibration = lambda: calibration_images(coco, model.input_size, count)  # noqa: E731
-        calibration_info = {"data": os.path.abspath(calib_json), "images": count,
-                            "pipeline": "keras_solo.data.pipeline.build_dataset(training=False), shuffled, seed 0"}
+    model = load_model(args.model)
+    model = resize_model(model, args.imgsz)
+    if getattr(args, "set", None):
+        from keras_solo.engine import apply_eval_overrides
 
-    meta = export_model(model, out, fmt=fmt, quant=quant, top_k=export_config.top_k, calibration=calibration,
-                        calibration_info=calibration_info, export_config=export_config, source=args.model,
-                        overwrite=args.overwrite)
+        apply_eval_overrides(model, args.set)
+    return model, dict(path=out, format=fmt, quant=quant, top_k=export_config.top_k, calibration=calib_json,
+                       images=image_root, calibration_images=export_config.calib_images, overwrite=args.overwrite,
+                       source=args.model, export_config=export_config, progress=print)
+
+
+def format_export_summary(meta, path):
+    """The lines `keras-solo export` prints about the file it wrote."""
     size_mb = meta["size_bytes"] / 2**20
     width, height = meta["input_size"]
-    print(f"wrote {os.path.abspath(out)} ({size_mb:.2f} MiB, {fmt} {quant}, input 1x{height}x{width}x3 float32, "
-          f"{meta['num_candidates']} candidates -> {meta['max_detections']} detections, "
-          f"{meta.get('gflops', float('nan')):.2f} GFLOPs) and {sidecar_path(os.path.abspath(out))}")
+    lines = [f"wrote {os.path.abspath(path)} ({size_mb:.2f} MiB, {meta['format']} {meta['quant']}, input "
+             f"1x{height}x{width}x3 float32, {meta['num_candidates']} candidates -> {meta['max_detections']} "
+             f"detections, {meta.get('gflops', float('nan')):.2f} GFLOPs) and {sidecar_path(os.path.abspath(path))}"]
     if meta.get("ops"):
-        print("ops by precision:\n" + format_op_report(meta["ops"]))
+        lines.append("ops by precision:\n" + format_op_report(meta["ops"]))
+    return "\n".join(lines)
