@@ -94,6 +94,7 @@ def _cli(args, backend, cwd):
                           env=env, cwd=cwd, timeout=400)
 
 
+@pytest.mark.slow  # make test-all / CI's make test-slow
 def test_train_and_evaluate_on_jax_then_export_int8_on_tensorflow(synthetic, tmp_path):
     from helpers import TINY_MODEL_OVERRIDES
 
@@ -123,6 +124,7 @@ def test_train_and_evaluate_on_jax_then_export_int8_on_tensorflow(synthetic, tmp
     assert json.loads((tmp_path / "m.tflite.json").read_text())["quant"] == "int8"
 
 
+@pytest.mark.slow  # make test-all / CI's make test-slow
 def test_jax_training_needs_no_tensorflow(synthetic, tmp_path):
     """The device recipe: Keras on JAX with TensorFlow unimportable (the PyDataset input,
     no TensorBoard, COCO AP during training)."""

@@ -84,6 +84,7 @@ def test_two_workers_train_one_run_folder(synthetic, tmp_path):
     load_model(run / "best.keras")
 
 
+@pytest.mark.slow  # make test-all / CI's make test-slow
 def test_two_workers_resume_an_unfinished_run(synthetic, tmp_path):
     """A run killed after epoch 1 (its backup left behind) continues on both
     workers from epoch 2, not from the start."""
