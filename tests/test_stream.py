@@ -6,6 +6,7 @@ tests/test_track.py tests the tracker itself."""
 import argparse
 import json
 import os
+import threading
 import time
 
 import cv2
@@ -15,6 +16,7 @@ import pytest
 from keras_solo.errors import SoloError
 from keras_solo.runtime.cli import track_command
 from keras_solo.runtime.stream import StreamSource, run_stream
+from keras_solo.runtime.track import Tracker
 
 
 class BrightEngine:
@@ -87,6 +89,37 @@ def test_a_live_source_drops_stale_frames_and_keeps_latency_bounded(tmp_path):
     assert file_result["frames"] == 60 and file_result["dropped"] == 0
 
 
+class SlowTracker(Tracker):
+    """The real tracker, `delay` s slower per frame; records the thread and the frame order it saw."""
+
+    def __init__(self, delay):
+        super().__init__()
+        self.delay, self.threads, self.boxes = delay, set(), []
+
+    def update(self, found, **options):
+        self.threads.add(threading.get_ident())
+        self.boxes.append(found["boxes"].copy())
+        time.sleep(self.delay)
+        return super().update(found, **options)
+
+
+def test_tracking_overlaps_the_next_frames_inference(tmp_path):
+    """A 40 ms model and a 30 ms tracker: 20 frames take about 20 x 40 ms, not 20 x 70 ms (the tracker
+    in the inference thread adds its time to every frame's: the pipeline misses the model's rate)."""
+    clip = write_clip(tmp_path / "clip.avi", frames=20)
+    tracker, written = SlowTracker(0.03), []
+    result = run_stream(BrightEngine(delay=0.04), StreamSource(str(clip)), lambda frame, found: written.append(
+        (frame.index, sorted(found["track_ids"].tolist()))), tracker=tracker)
+    assert result["frames"] == 20 and [index for index, _ in written] == list(range(20))
+    assert all(ids == [1, 2] for _, ids in written)  # tracked, in order, stable IDs
+    assert threading.get_ident() not in tracker.threads
+    first = BrightEngine()(cv2.cvtColor(cv2.VideoCapture(str(clip)).read()[1], cv2.COLOR_BGR2RGB))[0]["boxes"]
+    np.testing.assert_array_equal(tracker.boxes[0], first)
+    assert result["seconds"] < 20 * (0.04 + 0.03) * 0.8, result["seconds"]  # in series: >= 1.4 s
+    assert len(result["latency"]) == 20 and min(result["latency"]) >= 0.07  # ready once tracked
+    assert min(result["stages"]["track"]) >= 0.03
+
+
 def test_ctrl_c_keeps_everything_done_so_far(tmp_path, capsys):
     clip = write_clip(tmp_path / "clip.avi")
     result = track_command(lambda: BrightEngine(interrupt_at=11), args_for(clip, tmp_path / "out"))
@@ -124,3 +157,22 @@ def test_bad_sources_are_one_line_errors(tmp_path):
             track_command(BrightEngine, args_for(source, tmp_path / "out"))
         assert str(info.value).startswith(message), str(info.value)
     assert not (tmp_path / "out").exists()  # nothing made before the source opened
+
+
+class DimEngine(BrightEngine):
+    """A detector whose scores stay under the tracker's default thresholds (as the demo model's do)."""
+
+    def __call__(self, image, min_score=0.0):
+        found, timing = super().__call__(image, min_score)
+        found["scores"] = np.full_like(found["scores"], 0.4)
+        return found, timing
+
+
+def test_tracker_thresholds_are_options_and_no_track_says_why(tmp_path, capsys):
+    clip = write_clip(tmp_path / "clip.avi", frames=10)
+    assert track_command(DimEngine, args_for(clip, tmp_path / "default"))["tracks"] == 0
+    assert "no track started: no detection scored 0.6 (--new-thr)" in capsys.readouterr().out
+    result = track_command(DimEngine, args_for(clip, tmp_path / "low", high_thr=0.3, new_thr=0.35))
+    assert result["tracks"] == 2 and "no track started" not in capsys.readouterr().out
+    with pytest.raises(SoloError, match="--high-thr / --new-thr: need 0 <= low_thr <= high_thr <= new_thr"):
+        track_command(DimEngine, args_for(clip, tmp_path / "bad", high_thr=0.7))

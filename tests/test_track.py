@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from keras_solo.data.sequences import make_sequence, mot_metrics, perturb
+from keras_solo.data.sequences import make_sequence, mot_metrics, perturb, read_mot, write_sequence
+from keras_solo.errors import SoloError
 from keras_solo.runtime.track import (CONFIRMED, LOST, TENTATIVE, Tracker, TrackerConfig, linear_assignment,
                                       mot_lines, track_record)
 
@@ -245,6 +246,44 @@ def test_perturb_drops_and_jitters():
     extra = sum(len(f["scores"]) - len(t["track_ids"]) for t, f in zip(seq["gt"], noisy))
     assert extra > 10  # false positives
     assert all(np.all(f["scores"] < 0.7) for f in noisy)
+
+
+def test_a_sequence_written_as_video_reads_back_exactly_with_its_ground_truth(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    seq = make_sequence(12, 5, seed=2)
+    video, gt_path = write_sequence(seq, tmp_path / "seq.avi", fps=25)
+    assert gt_path == str(tmp_path / "seq_gt.txt")
+    capture = cv2.VideoCapture(video)
+    assert capture.get(cv2.CAP_PROP_FPS) == 25
+    for frame in seq["frames"]:
+        ok, bgr = capture.read()
+        assert ok and np.array_equal(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), frame)  # lossless: the painted pixels
+    assert not capture.read()[0]
+    gt = read_mot(gt_path, 12)
+    for truth, back in zip(seq["gt"], gt):
+        np.testing.assert_array_equal(back["track_ids"], truth["track_ids"])
+        np.testing.assert_array_equal(back["boxes"], truth["boxes"])
+    first = open(gt_path).readline().split(",")
+    assert first[0] == "1" and first[6:] == ["1", str(int(seq["gt"][0]["labels"][0]) + 1), "1\n"]
+
+
+def test_read_mot_reads_the_trackers_lines_and_names_bad_ones(tmp_path):
+    tracker = Tracker()
+    seq = make_sequence(8, 4, seed=5)
+    tracked = [tracker.update(found) for found in perturb(seq["gt"], drop=0.0, jitter=0.0, low_fraction=0.0)]
+    path = tmp_path / "tracks_mot.txt"
+    path.write_text("".join(line + "\n" for i, out in enumerate(tracked) for line in mot_lines(i, out)))
+    back = read_mot(path, 10)
+    assert len(back) == 10 and len(back[8]["track_ids"]) == 0 == len(back[9]["track_ids"])
+    for out, read in zip(tracked, back):
+        np.testing.assert_array_equal(read["track_ids"], out["track_ids"])
+        np.testing.assert_allclose(read["boxes"], out["boxes"], atol=0.005)
+        np.testing.assert_allclose(read["scores"], out["scores"], atol=5e-5)
+    with pytest.raises(SoloError, match="frame 8 outside 1..7"):
+        read_mot(path, 7)
+    path.write_text("1,2,3\n")
+    with pytest.raises(SoloError, match=":1: not a MOTChallenge line"):
+        read_mot(path, 8)
 
 
 def test_mot_metrics_of_the_tracker_on_a_synthetic_sequence():

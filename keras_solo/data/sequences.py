@@ -8,11 +8,17 @@ mask is the object's *visible* part). :func:`perturb` turns the ground truth
 into the detection records a detector would give (dropped detections,
 jittered boxes and masks, low scores, false positives), and
 :func:`mot_metrics` scores tracks against the ground truth with py-motmetrics.
+:func:`write_sequence` writes a sequence as a video file plus its
+MOTChallenge ground truth, for a detector and tracker run on the video (the
+runtime's ``track`` command); :func:`read_mot` reads MOTChallenge text (the
+ground truth, or ``tracks_mot.txt``) back into per-frame records.
 
 The same seed (and arguments) gives the same frames and records: the scene,
 each object's appearance, each frame's noise and the perturbation each draw
 from a random stream of their own.
 """
+
+import os
 
 import cv2
 import numpy as np
@@ -208,3 +214,87 @@ def mot_metrics(gt, tracked, *, iou=0.5):
              "num_objects": "objects", "num_false_positives": "false_positives", "num_misses": "misses"}
     row = motmetrics.metrics.create().compute(accumulator, metrics=list(names), name="all").iloc[0]
     return {key: float(row[name]) if key in ("mota", "idf1") else int(row[name]) for name, key in names.items()}
+
+
+def write_sequence(sequence, path, *, fps=30.0, codec="FFV1"):
+    """Writes a `make_sequence` result as a video file and its ground truth.
+
+    The video holds the frames exactly (FFV1, lossless, by default: the
+    pixels a detector sees are the ones the synthetic training images have);
+    the ground truth goes next to it as ``<stem>_gt.txt`` in MOTChallenge's
+    ``gt.txt`` layout: ``frame,id,x,y,w,h,1,class,1`` per visible object
+    (frame and id from 1, class = label + 1, the box of the visible mask).
+
+    Args:
+        sequence: what `make_sequence` returned.
+        path: the video file (``.avi`` for FFV1; ``.mp4`` with ``codec="mp4v"``).
+        fps: the video's frame rate. Defaults to 30.
+        codec: OpenCV FourCC. Defaults to ``"FFV1"``.
+
+    Returns:
+        (video path, ground-truth path).
+
+    Raises:
+        SoloError: OpenCV cannot write the video, or it does not read back
+            with every frame.
+    """
+    frames = sequence["frames"]
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(os.fspath(path), cv2.VideoWriter_fourcc(*codec), float(fps), (width, height))
+    if not writer.isOpened():
+        raise SoloError(f"{path}: cannot write the video (the {codec} encoder did not open)")
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    check = cv2.VideoCapture(os.fspath(path))
+    count = int(check.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    check.release()
+    if count != len(frames):
+        raise SoloError(f"{path}: the video reads back with {count} of {len(frames)} frames")
+    gt_path = os.path.splitext(os.fspath(path))[0] + "_gt.txt"
+    lines = [f"{index + 1},{int(i)},{x:.0f},{y:.0f},{w:.0f},{h:.0f},1,{int(label) + 1},1"
+             for index, truth in enumerate(sequence["gt"])
+             for i, label, (x, y, w, h) in zip(truth["track_ids"], truth["labels"], truth["boxes"])]
+    with open(gt_path, "w") as f:
+        f.write("".join(line + "\n" for line in lines))
+    return os.fspath(path), gt_path
+
+
+def read_mot(path, n_frames):
+    """MOTChallenge text (``frame,id,x,y,w,h,score,...``, frames from 1) as per-frame records.
+
+    Args:
+        path: a ground-truth file of `write_sequence` or a ``tracks_mot.txt``.
+        n_frames: frames in the sequence: frames with no line get empty
+            records; lines past it are an error.
+
+    Returns:
+        list of ``n_frames`` records: ``track_ids`` (N,) int64, ``boxes``
+        (N, 4) float64 ``x, y, w, h``, ``scores`` (N,) float64 (the 7th
+        column), in the file's order.
+
+    Raises:
+        SoloError: a line that is not MOTChallenge text, or a frame outside
+            ``1..n_frames``.
+    """
+    rows = {index: [] for index in range(n_frames)}
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                values = [float(v) for v in line.split(",")[:7]]
+                frame = int(values[0]) - 1
+                if len(values) < 7:
+                    raise ValueError
+            except ValueError:
+                raise SoloError(f"{path}:{number}: not a MOTChallenge line (frame,id,x,y,w,h,score,...)") from None
+            if frame not in rows:
+                raise SoloError(f"{path}:{number}: frame {frame + 1} outside 1..{n_frames}")
+            rows[frame].append(values[1:7])
+    records = []
+    for index in range(n_frames):
+        values = np.asarray(rows[index], np.float64).reshape(-1, 6)
+        records.append({"track_ids": values[:, 0].astype(np.int64), "boxes": values[:, 1:5],
+                        "scores": values[:, 5]})
+    return records

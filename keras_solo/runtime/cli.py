@@ -54,8 +54,24 @@ def add_track_arguments(parser):
                         help="read a file as a live camera: at its frame rate, stale frames dropped")
     parser.add_argument("--score", type=float, default=0.1,
                         help="detections above this reach the tracker (its second stage uses 0.1-0.5)")
+    parser.add_argument("--high-thr", type=float, default=None,
+                        help="tracker: detections from this score on enter its first stage (default 0.5, ByteTrack's)")
+    parser.add_argument("--new-thr", type=float, default=None,
+                        help="tracker: an unmatched detection from this score on starts a track (default 0.6)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N frames")
     parser.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
+
+
+def tracker_of(args):
+    """The `Tracker` of the track options (ByteTrack's defaults where one is not given)."""
+    from keras_solo.runtime.track import Tracker
+
+    options = {name: getattr(args, name, None) for name in ("high_thr", "new_thr")}
+    options = {name: value for name, value in options.items() if value is not None}
+    try:
+        return Tracker(**options)
+    except ValueError as e:
+        raise SoloError(f"--high-thr / --new-thr: {e}") from None
 
 
 def add_timing_arguments(parser, threads):
@@ -120,8 +136,8 @@ def predict_command(engine_factory, args, *, progress=False):
 def track_command(engine_factory, args, *, progress=False):
     """Opens the source and checks --out before the engine is made, then tracks (`stream.track_source`)."""
     from keras_solo.runtime.stream import StreamSource, format_stream_report, track_source
-    from keras_solo.runtime.track import Tracker
 
+    tracker = tracker_of(args)
     source = StreamSource(args.source, live=args.live, limit=args.limit)
     try:
         prepare_out_dir(args.out, args.overwrite, "images" if source.kind == "folder" else "stream",
@@ -132,13 +148,16 @@ def track_command(engine_factory, args, *, progress=False):
         raise
     bar = progress_bar(source.frame_count if not source.live else 0, "track", "frame", progress)
     try:
-        result = track_source(engine, source, args.out, tracker=Tracker(), score_thr=args.score,
+        result = track_source(engine, source, args.out, tracker=tracker, score_thr=args.score,
                               progress=lambda: bar.update(1))
     finally:
         bar.close()
     print(format_stream_report(result))
     print(f"tracked {result['frames']} frames ({result['tracks']} tracks); overlays, tracks.json and "
           f"tracks_mot.txt in {args.out}")
+    if result["frames"] and not result["tracks"]:
+        print(f"no track started: no detection scored {tracker.config.new_thr} (--new-thr) where no track was; "
+              "a model that scores lower needs lower --high-thr / --new-thr")
     return result
 
 
