@@ -131,7 +131,7 @@ class COCOEvalCallback(EvalCallback):
 _ENGINES = {}  # the engines detect() used last: a loop over images loads and compiles a model once
 
 
-def _engine(model, threads=None, cache=False):
+def _engine(model, threads=None, cache=False, overrides=()):
     import keras
 
     from keras_solo.engine import KerasEngine, load_engine
@@ -146,7 +146,8 @@ def _engine(model, threads=None, cache=False):
         key, parts = (path, stat and stat.st_mtime_ns, stat and stat.st_size), ()
     if cache and key in _ENGINES:
         return _ENGINES[key][1]
-    engine = KerasEngine(model, threads=threads) if parts else load_engine(os.fspath(model), threads=threads)
+    engine = (KerasEngine(model, threads=threads) if parts
+              else load_engine(os.fspath(model), threads=threads, overrides=overrides))
     if cache:
         while len(_ENGINES) >= 2:
             _ENGINES.pop(next(iter(_ENGINES)))
@@ -219,13 +220,12 @@ def coco_metrics(model, json_path, images=None, *, limit=0, progress=False, over
         ``per_class`` segm AP, ``ms_per_image``; with `return_detections`,
         ``(metrics, detections)``.
     """
-    from keras_solo.engine import load_engine
     from keras_solo.evaluate import evaluate_engine
 
     if overrides and isinstance(model, SOLO):
         raise SoloError("coco_metrics: overrides= applies to a .keras path; for a SOLO set "
                         "model.decoder = model.decoder.replace(...)")
-    engine = load_engine(os.fspath(model), overrides=overrides) if overrides else _engine(model)
+    engine = _engine(model, overrides=overrides)
     coco = _load(json_path, images, engine.class_names or None)
     metrics, detections = evaluate_engine(engine, coco, limit=limit, progress=progress)
     return (metrics, detections) if return_detections else metrics

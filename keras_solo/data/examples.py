@@ -15,9 +15,12 @@ import warnings
 
 import numpy as np
 
+from keras_solo.config import DataConfig
 from keras_solo.data import transforms
 from keras_solo.data.coco import decode_instances
 from keras_solo.errors import SoloError
+
+_DATA = DataConfig()  # the defaults of ExampleOptions
 
 __all__ = ["ExampleOptions", "as_solo_error", "call_with_data_errors", "check_dataset", "example_options",
            "load_example", "release_pipelines", "steps_per_epoch", "warn_if_truncated"]
@@ -25,9 +28,9 @@ __all__ = ["ExampleOptions", "as_solo_error", "call_with_data_errors", "check_da
 
 @dataclasses.dataclass(frozen=True)
 class ExampleOptions:
-    """How `load_example` makes an example: the one place these defaults live
-    (`pipeline.build_dataset` and `loader.SoloPyDataset` take an
-    `ExampleOptions`; `builders.example_options` makes one from a config).
+    """How `load_example` makes an example (`pipeline.build_dataset` and
+    `loader.SoloPyDataset` take an `ExampleOptions`; `builders.example_options`
+    makes one from a config). The defaults are `config.DataConfig`'s.
 
     Attributes:
         image_size: the network input ``(W, H)``, multiples of
@@ -47,12 +50,12 @@ class ExampleOptions:
     """
 
     image_size: tuple = (640, 640)
-    size_divisor: int = 32
-    max_instances: int = 64
-    mask_stride: int = 4
-    flip: bool = True
-    scale_jitter: tuple = (0.8, 1.2)
-    photometric: bool = True
+    size_divisor: int = _DATA.size_divisor
+    max_instances: int = _DATA.max_instances
+    mask_stride: int = _DATA.mask_stride
+    flip: bool = _DATA.flip
+    scale_jitter: tuple = _DATA.scale_jitter
+    photometric: bool = _DATA.photometric
     seed: int = 0
 
     def __post_init__(self):

@@ -39,8 +39,8 @@ from keras_solo.data.examples import (ExampleOptions, as_solo_error, call_with_d
                                       steps_per_epoch, warn_if_truncated)
 from keras_solo.errors import SoloError, where
 
-__all__ = ["ExampleOptions", "as_solo_error", "build_dataset", "call_with_data_errors", "load_example", "release_pipelines",
-           "steps_per_epoch"]
+__all__ = ["ExampleOptions", "as_solo_error", "build_dataset", "call_with_data_errors", "load_example",
+           "release_pipelines", "steps_per_epoch"]
 
 
 def new_epoch_variable(start=0):
