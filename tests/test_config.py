@@ -1,5 +1,6 @@
 """Strict config loading: presets, overrides, one-line errors."""
 
+import dataclasses
 import glob
 import os
 
@@ -133,7 +134,9 @@ def test_backbone_freezing_is_off_by_default_and_auto_follows_the_weights():
 def test_a_preset_names_its_base_and_only_what_it_changes(tmp_path):
     product = load_config(os.path.join(ROOT, "training", "edge_cityscapes5.yaml"))
     edge = load_config(os.path.join(ROOT, "training", "edge.yaml"))
-    assert product.model == edge.model and product.export == edge.export
+    assert product.export == edge.export
+    assert product.model.grids == (40, 14, 10, 8) and edge.model.grids == (20, 14, 10, 8)
+    assert dataclasses.replace(product.model, grids=edge.model.grids) == edge.model  # only the grid
     assert product.data.train_json.endswith("instances_train_all.json")
     assert product.data.train_images == edge.data.train_images  # a section merges key by key
     assert product.train.epochs == 15 and product.train.ema_momentum > 0
