@@ -10,7 +10,7 @@ keras_solo.runtime`` on a device stays free of TensorFlow and Keras::
 layers, rather than ``keras.saving.load_model``).
 """
 
-__all__ = ["SOLO", "preset_names", "load_config", "load_model", "coco_dataset", "detect", "coco_metrics",
+__all__ = ["SOLO", "PyramidBackbone", "preset_names", "load_config", "load_model", "coco_dataset", "detect", "coco_metrics",
            "export_model", "COCOEvalCallback", "ResumableBackup"]
 
 

@@ -26,10 +26,11 @@ import numpy as np
 
 from keras_solo.config import load_config, preset_names
 from keras_solo.errors import SoloError
+from keras_solo.model.pyramid import PyramidBackbone
 from keras_solo.model.solo import SOLO
 from keras_solo.train import EvalCallback, ResumableBackup
 
-__all__ = ["SOLO", "preset_names", "load_config", "load_model", "coco_dataset", "detect", "coco_metrics",
+__all__ = ["SOLO", "PyramidBackbone", "preset_names", "load_config", "load_model", "coco_dataset", "detect", "coco_metrics",
            "export_model", "COCOEvalCallback", "ResumableBackup"]
 
 

@@ -20,7 +20,7 @@ RANKS = [
     ("keras_solo.data",),
     ("keras_solo.model.layers", "keras_solo.model.pth", "keras_solo.model.batch_norm"),
     ("keras_solo.model.backbone", "keras_solo.model.efficientnet_lite", "keras_solo.model.fpn",
-     "keras_solo.model.heads", "keras_solo.model.attention", "keras_solo.model"),
+     "keras_solo.model.pyramid", "keras_solo.model.heads", "keras_solo.model.attention", "keras_solo.model"),
     ("keras_solo.targets", "keras_solo.losses", "keras_solo.postprocess", "keras_solo.optimizers"),
     ("keras_solo.model.solo",),
     # The export graph (network + top-K decode) is part of the model; the rest of export is above.

@@ -191,3 +191,82 @@ def test_freeze_up_to_c2_and_frozen_norm(name):
     assert freeze_backbone(fresh, "none", frozen_norm=False) == 0
     with pytest.raises(SoloError, match="freeze up_to 'P3'"):
         freeze_backbone(fresh, "P3")
+
+
+# The pyramid backbone (backbone + FPN as one object) -------------------------
+
+
+def test_pyramid_backbone_is_backbone_then_fpn_and_makes_a_solo(tmp_path):
+    from keras_solo.model.pyramid import PyramidBackbone
+    from keras_solo.model.solo import SOLO, load_model
+
+    pyramid = PyramidBackbone("tiny", input_size=(128, 64), fpn_channels=16, levels=("P3", "P4"))
+    image = _image(64, 128)
+    got = pyramid(image)
+    want = pyramid.fpn(pyramid.extractor(image))
+    assert sorted(got) == ["P3", "P4"] and tuple(got["P3"].shape) == (1, 8, 16, 16)
+    np.testing.assert_allclose(ops.convert_to_numpy(got["P4"]), ops.convert_to_numpy(want["P4"]), atol=1e-6)
+    assert pyramid.compute_output_shape((1, 64, 128, 3))["P4"] == (1, 4, 8, 16)
+
+    # SOLO takes its input size and levels from the object; a redundant option is refused
+    from keras_solo.targets import SOLOTargetAssigner
+
+    heads = dict(num_classes=2, class_names=("a", "b"), grids=(8, 4), head_resize="none", head_convs=1,
+                 head_channels=16, norm_groups=4, attention_dim=8,
+                 target_assigner=SOLOTargetAssigner(scale_ranges=((1, 32), (16, 512))))
+    model = SOLO(backbone=pyramid, **heads)
+    assert model.input_size == (128, 64) and model.levels == ("P3", "P4")
+    assert model.backbone is pyramid.extractor and model.fpn is pyramid.fpn
+    with pytest.raises(ValueError, match="takes input_size from the backbone"):
+        SOLO(backbone=pyramid, input_size=(64, 64), **heads)
+    with pytest.raises(ValueError, match="`levels` must be names"):
+        PyramidBackbone("tiny", levels=("P4", "P3"))
+
+    # saved with the backbone as an object, its weights at the paths of before (backbone/, fpn/)
+    model.build()
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = load_model(path)
+    assert isinstance(loaded.pyramid, PyramidBackbone) and loaded.pyramid.fpn_channels == 16
+    for key in ("cate_logits_0", "mask_features_1", "grid_embed_1"):
+        np.testing.assert_allclose(ops.convert_to_numpy(loaded(image)[key]), ops.convert_to_numpy(model(image)[key]),
+                                   atol=1e-5)
+    tops = {name.split("/")[0] for name in _weight_paths(path)}
+    assert {"backbone", "fpn", "head"} <= tops and "pyramid" not in tops
+
+
+def test_a_file_saved_before_the_pyramid_object_keeps_its_layout(tmp_path):
+    """Files saved with the backbone by name (flat keys) load, and save again with the same weight paths."""
+    from keras_solo.model.pyramid import PyramidBackbone
+    from keras_solo.model.solo import load_model
+
+    old = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "solo_tiny_985adc3.keras")
+    model = load_model(old)
+    assert isinstance(model.pyramid, PyramidBackbone) and model.pyramid.backbone_name == "tiny"
+    model.save(str(tmp_path / "again.keras"))
+    assert sorted(_weight_paths(str(tmp_path / "again.keras"))) == sorted(_weight_paths(old))
+
+
+def test_pyramid_backbone_from_preset():
+    from keras_solo.model.pyramid import PyramidBackbone
+
+    pyramid = PyramidBackbone.from_preset("demo")
+    from keras_solo.config import load_config
+
+    m = load_config("demo").model
+    assert (pyramid.backbone_name, pyramid.input_size, pyramid.levels, pyramid.fpn_channels) == \
+        (m.backbone, tuple(m.input_size), tuple(m.levels), m.fpn_channels)
+    assert PyramidBackbone.from_preset("demo", fpn_channels=8).fpn_channels == 8
+
+
+def _weight_paths(path):
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(path) as archive:
+        names = []
+        with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as store:
+            store.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+    return names

@@ -2,7 +2,7 @@
 (inference with Matrix NMS).
 
     image (B, H, W, 3) 0..255
-      -> backbone C2..C5 -> FPN P2..P6 (Sec. 3.1, Table 1)
+      -> PyramidBackbone: backbone C2..C5 -> FPN P2..P6 (Sec. 3.1, Table 1)
       -> [head_resize: P2 to P3's size, P6 to P5's (SOLO reference)]
       -> shared SOLOHead per level (Sec. 3.2):
            category logits (B, S, S, C), mask features (B, 2h, 2w, E)
@@ -50,10 +50,9 @@ from keras_solo.config import PAPER_CLASSES
 from keras_solo import postprocess
 from keras_solo import targets as solo_targets
 from keras_solo.model.attention import GridAttention, normalize_mode
-from keras_solo.model.backbone import build_backbone
-from keras_solo.model.fpn import FPN
 from keras_solo.model.heads import CellMaskKernel, SOLOHead
 from keras_solo.model.layers import Resize
+from keras_solo.model.pyramid import PyramidBackbone, pyramid_kwargs
 
 LEVEL_STRIDES = {"P2": 4, "P3": 8, "P4": 16, "P5": 32, "P6": 64}
 
@@ -86,12 +85,15 @@ class SOLO(keras.Model):
     Args:
         num_classes: C. Defaults to 5.
         class_names: names of the C classes.
+        backbone: a `PyramidBackbone` (backbone + FPN; the model's input
+            size and levels are its own), or the name of one
+            ("resnet50" | "mobilenetv3" | "efficientnet_lite0" | "tiny"),
+            built with the four arguments below.
         input_size: (W, H) network input; fixed (letterboxed). Defaults to
-            (1344, 672), the paper's.
-        backbone: "resnet50" | "mobilenetv3" | "efficientnet_lite0" | "tiny".
-        backbone_weights: "none" | "imagenet" | path.
+            (1344, 672), the paper's. With a `PyramidBackbone`: leave unset.
+        backbone_weights: "none" | "imagenet" | path. Defaults to "none".
         fpn_channels: FPN width. Defaults to 256.
-        levels: FPN levels used, finest first.
+        levels: FPN levels used, finest first. Defaults to P2..P6.
         grids: S per level.
         head_resize: "reference" | "none".
         head_convs, head_channels, norm_groups: head tower shape.
@@ -114,8 +116,8 @@ class SOLO(keras.Model):
             default its defaults. `decode` reads `self.decoder`: replace it
             to change inference.
 
-    Files saved before the three parts existed (flat keys such as
-    ``score_thr``) load through `from_config`.
+    Files saved before the parts existed (flat keys such as ``score_thr``,
+    the backbone by name) load through `from_config`.
     """
 
     def __init__(
@@ -123,11 +125,11 @@ class SOLO(keras.Model):
         *,
         num_classes=5,
         class_names=PAPER_CLASSES,
-        input_size=(1344, 672),
         backbone="resnet50",
-        backbone_weights="none",
-        fpn_channels=256,
-        levels=("P2", "P3", "P4", "P5", "P6"),
+        input_size=None,
+        backbone_weights=None,
+        fpn_channels=None,
+        levels=None,
         grids=(40, 36, 24, 16, 12),
         head_resize="reference",
         head_convs=7,
@@ -146,6 +148,9 @@ class SOLO(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        backbone = _pyramid(backbone, input_size=input_size, weights=backbone_weights, fpn_channels=fpn_channels,
+                            levels=levels)
+        levels = backbone.levels
         self.target_assigner = target_assigner or solo_targets.SOLOTargetAssigner()
         self.solo_loss = solo_loss or solo_losses.SOLOLoss()
         self.decoder = decoder or postprocess.SOLODecoder()
@@ -155,11 +160,8 @@ class SOLO(keras.Model):
         # === Config ===
         self.num_classes = int(num_classes)
         self.class_names = tuple(class_names)
-        self.input_size = tuple(int(v) for v in input_size)
-        self.backbone_name = backbone
-        self.backbone_weights = backbone_weights
-        self.fpn_channels = fpn_channels
-        self.levels = tuple(levels)
+        self.input_size = backbone.input_size
+        self.levels = backbone.levels
         self.grids = tuple(int(s) for s in grids)
         self.head_resize = head_resize
         self.head_convs = head_convs
@@ -173,14 +175,15 @@ class SOLO(keras.Model):
         self.attention_normalize = normalize_mode(attention_normalize)
         self.prior_prob = prior_prob
 
-        width, height = self.input_size
         self.head_sizes = head_input_sizes(self.input_size, self.levels, head_resize)
         self.mask_sizes = [(2 * h, 2 * w) for h, w in self.head_sizes]
 
         # === Layers ===
-        self.backbone = build_backbone(backbone, input_shape=(height, width, 3), weights=backbone_weights)
-        level_numbers = [int(name[1]) for name in self.levels]
-        self.fpn = FPN(channels=fpn_channels, min_level=min(level_numbers), max_level=max(level_numbers), name="fpn")
+        # Saved as `backbone/...` and `fpn/...` through the two properties below
+        # (a .keras file walks attributes by name and saves each layer once, at
+        # its first path: "backbone" and "fpn" sort before "pyramid"), so files
+        # saved before the pyramid was one object load unchanged.
+        self.pyramid = backbone
         self.level_resizers = [Resize(size=size, name=f"head_resize_{i}")
                                for i, size in enumerate(self.head_sizes)]
         self.head = SOLOHead(
@@ -226,8 +229,7 @@ class SOLO(keras.Model):
             ``mask_features_l`` (B, h, w, E) (half the mask size), and with attention
             ``grid_embed_l`` (B, S, S, d).
         """
-        features = self.backbone(images, training=training)
-        pyramid = self.fpn(features, training=training)
+        pyramid = self.pyramid(images, training=training)
         level_features = []
         for name, resize, size in zip(self.levels, self.level_resizers, self.head_sizes):
             feature = pyramid[name]
@@ -242,6 +244,15 @@ class SOLO(keras.Model):
             if self.use_attention:
                 outputs[f"grid_embed_{level}"] = self.attentions[level](level_features[level], training=training)
         return outputs
+
+    @property
+    def backbone(self):
+        """The feature extractor (C2..C5) of `pyramid`; `freeze_backbone` takes it."""
+        return self.pyramid.extractor
+
+    @property
+    def fpn(self):
+        return self.pyramid.fpn
 
     # ------------------------------------------------------------------
     def cell_mask_logits(self, outputs, level, cell_index, out_size=None):
@@ -414,12 +425,7 @@ class SOLO(keras.Model):
         config.update({
             "num_classes": self.num_classes,
             "class_names": list(self.class_names),
-            "input_size": list(self.input_size),
-            "backbone": self.backbone_name,
-            # Weights travel in the .keras file; never re-download on load.
-            "backbone_weights": "none",
-            "fpn_channels": self.fpn_channels,
-            "levels": list(self.levels),
+            "backbone": keras.saving.serialize_keras_object(self.pyramid),
             "grids": list(self.grids),
             "head_resize": self.head_resize,
             "head_convs": self.head_convs,
@@ -444,6 +450,12 @@ class SOLO(keras.Model):
         for key in ("trainable", "dtype"):
             config.pop(key, None)
         config.setdefault("attention_normalize", "none")  # saved before the option existed: unnormalised
+        if isinstance(config.get("backbone"), dict):
+            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        else:  # saved before the pyramid was one object: the backbone's name and flat keys
+            config.setdefault("backbone", "resnet50")
+            config.setdefault("input_size", (1344, 672))
+            config.setdefault("levels", ("P2", "P3", "P4", "P5", "P6"))
         for key, (cls_, renames) in _PARTS.items():
             legacy = {renames.get(k, k): config.pop(k) for k in list(config) if renames.get(k, k) in _fields(cls_)}
             if key in config:
@@ -451,6 +463,21 @@ class SOLO(keras.Model):
             elif legacy:  # saved with flat keys (before the parts existed)
                 config[key] = cls_(**legacy)
         return cls(**config)
+
+
+def _pyramid(backbone, **options):
+    """`backbone` as a `PyramidBackbone`: built from a name and `options`
+    (None: the paper's), or checked against the options it makes redundant."""
+    if isinstance(backbone, PyramidBackbone):
+        given = {key: value for key, value in options.items() if value is not None}
+        if given:
+            raise ValueError(f"SOLO(backbone=PyramidBackbone(...)) takes {', '.join(sorted(given))} from the "
+                             "backbone: leave them unset (or pass the backbone's name)")
+        return backbone
+    if not isinstance(backbone, str):
+        raise ValueError(f"`backbone` must be a PyramidBackbone or a backbone name, got {type(backbone).__name__}")
+    options = {key: value for key, value in options.items() if value is not None}
+    return PyramidBackbone(backbone, name="pyramid", **options)
 
 
 def _fields(cls):
@@ -480,14 +507,14 @@ def scaled_scale_ranges(model_config):
 
 def solo_kwargs(config):
     """Keyword arguments of `SOLO` from a `SOLOConfig`: the architecture, and its
-    target assigner, loss and decoder."""
+    pyramid backbone, target assigner, loss and decoder."""
     m, t, e = config.model, config.train, config.eval
     architecture = {name: getattr(m, name) for name in (
-        "num_classes", "class_names", "input_size", "backbone", "backbone_weights", "fpn_channels", "levels",
-        "grids", "head_resize", "head_convs", "head_channels", "norm_groups", "head_norm", "use_coords",
+        "num_classes", "class_names", "grids", "head_resize", "head_convs", "head_channels", "norm_groups", "head_norm", "use_coords",
         "use_attention", "attention_dim", "attention_gamma_init", "attention_normalize", "prior_prob")}
     return dict(
         architecture,
+        backbone=PyramidBackbone(**pyramid_kwargs(m), name="pyramid"),
         target_assigner=solo_targets.SOLOTargetAssigner(scale_ranges=scaled_scale_ranges(m),
                                                         center_sigma=m.center_sigma, max_positives=m.max_positives,
                                                         mask_stride=config.data.mask_stride),
