@@ -10,8 +10,8 @@ keras_solo.runtime`` on a device stays free of TensorFlow and Keras::
 layers, rather than ``keras.saving.load_model``).
 """
 
-__all__ = ["SOLO", "PyramidBackbone", "preset_names", "load_config", "load_model", "coco_dataset", "detect", "coco_metrics",
-           "export_model", "COCOEvalCallback", "ResumableBackup"]
+__all__ = ["SOLO", "PyramidBackbone", "preset_names", "load_config", "load_model", "coco_dataset", "train_run",
+           "detect", "load_engine", "coco_metrics", "export_model", "COCOEvalCallback", "ResumableBackup"]
 
 
 def __getattr__(name):

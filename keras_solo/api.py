@@ -14,6 +14,8 @@ keras_solo`; the `keras-solo` command is a thin layer over the same parts)::
     model = keras_solo.load_model("car_bus.keras")
     keras_solo.coco_metrics("car_bus.keras", "val.json", "images/")
     keras_solo.export_model(model, "car_bus.tflite", quant="int8", calibration="train.json", images="images/")
+
+    keras_solo.train_run("edge", "runs/edge")   # what `keras-solo train` runs: a resumable run folder
 """
 
 import dataclasses
@@ -30,8 +32,8 @@ from keras_solo.model.pyramid import PyramidBackbone
 from keras_solo.model.solo import SOLO
 from keras_solo.train import EvalCallback, ResumableBackup
 
-__all__ = ["SOLO", "PyramidBackbone", "preset_names", "load_config", "load_model", "coco_dataset", "detect", "coco_metrics",
-           "export_model", "COCOEvalCallback", "ResumableBackup"]
+__all__ = ["SOLO", "PyramidBackbone", "preset_names", "load_config", "load_model", "coco_dataset", "train_run",
+           "detect", "load_engine", "coco_metrics", "export_model", "COCOEvalCallback", "ResumableBackup"]
 
 
 def load_model(path):
@@ -113,6 +115,44 @@ def coco_dataset(json_path, images=None, *, model=None, config=None, training=Fa
     return builders.build_dataset(config, coco, training=training)
 
 
+def train_run(config, out_dir, *, overrides=(), overwrite=False, callbacks=(), verbose=None):
+    """Trains a preset into a run folder; what ``keras-solo train`` runs.
+
+    The folder holds ``config.yaml``, ``best.keras`` (by ``val_AP`` when the
+    config has validation data), ``last.keras``, ``log.csv``, the loss
+    curve and a backup: run the same call again after a crash and it goes
+    on from the last epoch.
+
+    Args:
+        config: a preset name, a YAML path or a `SOLOConfig`.
+        out_dir: the run folder.
+        overrides: ``"section.key=value"`` strings, as ``--set``.
+        overwrite: start afresh in a folder that holds a finished or another
+            run (deleted only after the config and the data are checked).
+        callbacks: more `keras.callbacks.Callback`s for `fit`.
+        verbose: `fit`'s verbosity (default: a bar on a terminal, a line per
+            epoch otherwise).
+
+    Returns:
+        ``(model, history dict)``.
+
+    Raises:
+        SoloError: a bad config or data file, a run folder in use or
+            finished (without `overwrite`), a diverged loss.
+    """
+    from keras_solo.config import SOLOConfig, parse_override, replace
+    from keras_solo.errors import check_output
+    from keras_solo.train import train
+
+    if isinstance(config, SOLOConfig):
+        config = replace(config, **dict(parse_override(text) for text in overrides)) if overrides else config
+    else:
+        config = load_config(config, overrides)
+    check_output(os.fspath(out_dir))
+    return train(config, os.fspath(out_dir), overwrite=overwrite, resume=True, verbose=verbose,
+                 extra_callbacks=tuple(callbacks))
+
+
 class COCOEvalCallback(EvalCallback):
     """COCO mask AP on a validation JSON every `every` epochs of `fit`, added to
     the logs as ``val_AP``, ``val_AP50``, ... (monitor ``val_AP`` with
@@ -129,13 +169,42 @@ class COCOEvalCallback(EvalCallback):
         super().__init__(_load(json_path, images, model.class_names), every=every, limit=limit)
 
 
+def load_engine(model, *, threads=None, overrides=()):
+    """The inference engine `detect`, `coco_metrics` and ``keras-solo
+    predict`` / ``track`` run, for a model in memory or a file.
+
+    Args:
+        model: a `SOLO`, or a `.keras` / `.tflite` / `.onnx` path (an export
+            runs on the TF-free `keras_solo.runtime`).
+        threads: CPU threads of the interpreter (default: its own choice).
+        overrides: ``"eval.key=value"`` inference settings for a `.keras` path.
+
+    Returns:
+        A `keras_solo.runtime.engine.Engine`: ``engine(image, min_score)`` on
+        an (h, w, 3) uint8 RGB array gives ``(found, seconds)`` (scores,
+        labels, boxes, masks at the image's size; the time of each part), with
+        ``input_size`` and ``class_names``; the runtime's video loops and
+        `keras_solo.runtime.track.Tracker` take it.
+
+    Raises:
+        SoloError: a missing or unreadable file, overrides for an export.
+    """
+    from keras_solo.engine import KerasEngine
+    from keras_solo.engine import load_engine as load_file
+
+    if isinstance(model, SOLO):
+        if overrides:
+            raise SoloError("overrides= applies to a .keras path; for a SOLO set "
+                            "model.decoder = model.decoder.replace(...)")
+        return KerasEngine(model, threads=threads)
+    return load_file(os.fspath(model), threads=threads, overrides=overrides)
+
+
 _ENGINES = {}  # the engines detect() used last: a loop over images loads and compiles a model once
 
 
-def _engine(model, threads=None, cache=False, overrides=()):
+def _engine(model, threads=None, cache=False):
     import keras
-
-    from keras_solo.engine import KerasEngine, load_engine
 
     if isinstance(model, SOLO):
         if keras.backend.backend() != "tensorflow":  # jax.jit reads the weights once: no cache
@@ -147,8 +216,7 @@ def _engine(model, threads=None, cache=False, overrides=()):
         key, parts = (path, stat and stat.st_mtime_ns, stat and stat.st_size), ()
     if cache and key in _ENGINES:
         return _ENGINES[key][1]
-    engine = (KerasEngine(model, threads=threads) if parts
-              else load_engine(os.fspath(model), threads=threads, overrides=overrides))
+    engine = load_engine(model, threads=threads)
     if cache:
         while len(_ENGINES) >= 2:
             _ENGINES.pop(next(iter(_ENGINES)))
@@ -223,10 +291,7 @@ def coco_metrics(model, json_path, images=None, *, limit=0, progress=False, over
     """
     from keras_solo.evaluate import evaluate_engine
 
-    if overrides and isinstance(model, SOLO):
-        raise SoloError("coco_metrics: overrides= applies to a .keras path; for a SOLO set "
-                        "model.decoder = model.decoder.replace(...)")
-    engine = _engine(model, overrides=overrides)
+    engine = load_engine(model, overrides=overrides)
     coco = _load(json_path, images, engine.class_names or None)
     metrics, detections = evaluate_engine(engine, coco, limit=limit, progress=progress)
     return (metrics, detections) if return_detections else metrics

@@ -113,9 +113,10 @@ def cmd_train(args):
     config = load_config(args.config, args.set)
     out = args.out or os.path.join("runs", os.path.splitext(os.path.basename(args.config or "default"))[0])
     check_output(out)  # before TensorFlow loads (7-8 s)
-    from keras_solo.train import train, writes_run_folder
+    from keras_solo import api
+    from keras_solo.train import writes_run_folder
 
-    train(config, out, overwrite=args.overwrite, resume=True)
+    api.train_run(config, out, overwrite=args.overwrite)
     if writes_run_folder(config.train.strategy, os.environ.get("TF_CONFIG")):
         print(f"training done: {out} (best.keras, last.keras, log.csv, loss_curve.png)")
     else:
@@ -149,22 +150,22 @@ def cmd_evaluate(args):
 
 def cmd_predict(args):
     _quiet_tf()
-    from keras_solo.engine import load_engine
+    from keras_solo import api
     from keras_solo.runtime.cli import predict_command
     from keras_solo.runtime.sources import next_run_dir
 
     if args.out is None:  # like ultralytics: a fresh numbered folder, never an earlier one
         args.out = next_run_dir(os.path.join("runs", "predict"))
     # The runtime's loop (what keras-solo-runtime predict runs on a device); a .keras model as a KerasEngine.
-    predict_command(lambda: load_engine(args.model, threads=args.threads), args, progress=True)
+    predict_command(lambda: api.load_engine(args.model, threads=args.threads), args, progress=True)
 
 
 def cmd_track(args):
     _quiet_tf()
-    from keras_solo.engine import load_engine
+    from keras_solo import api
     from keras_solo.runtime.cli import track_command
 
-    track_command(lambda: load_engine(args.model, threads=args.threads), args, progress=True)
+    track_command(lambda: api.load_engine(args.model, threads=args.threads), args, progress=True)
 
 
 def cmd_ablation(args):

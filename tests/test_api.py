@@ -9,6 +9,7 @@ import runpy
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -57,6 +58,11 @@ def test_from_preset_and_compile_without_an_optimizer_train_with_the_presets_sch
     assert set(first[0]) == RECORD | {"mask"} and first[0]["mask"].shape == (64, 128)
     with pytest.raises(SoloError, match=r"expected \(h, w, 3\) uint8 RGB"):
         keras_solo.detect(model, np.zeros((64, 128), np.uint8))
+    # the engine detect runs is public: the same detections, and its settings for a file only
+    found, seconds = keras_solo.load_engine(model)(cv2.cvtColor(cv2.imread(image), cv2.COLOR_BGR2RGB), 0.0)
+    assert [round(float(v), 4) for v in found["scores"]] == [d["score"] for d in first] and seconds["total"] > 0
+    with pytest.raises(SoloError, match="overrides= applies to a .keras path"):
+        keras_solo.load_engine(model, overrides=["eval.score_thr=0.2"])
     with pytest.raises(SoloError, match="give format="):
         keras_solo.export_model(model, "model.pt")
     with pytest.raises(SoloError, match="image file not found: .*images= is the folder"):

@@ -103,11 +103,12 @@ def test_a_batch_larger_than_the_training_set_warns(synthetic, tmp_path, capsys)
     """One step of repeated images trained without a word."""
     from helpers import tiny_config
 
-    from keras_solo.train import train
+    from keras_solo import train_run
 
-    train(tiny_config(str(synthetic), "train.batch_size=16", "train.epochs=1", "train.steps_per_epoch=1",
-                      "data.val_json="), str(tmp_path / "run"), verbose=0)
+    train_run(tiny_config(str(synthetic), "train.epochs=1", "data.val_json="), tmp_path / "run",
+              overrides=["train.batch_size=16", "train.steps_per_epoch=1"], verbose=0)
     assert "training image(s) for train.batch_size 16: every batch repeats images" in capsys.readouterr().err
+    assert (tmp_path / "run" / "DONE").exists() and (tmp_path / "run" / "best.keras").exists()
 
 
 def test_evaluate_is_the_public_coco_metrics(tmp_path, monkeypatch, capsys):
@@ -134,6 +135,38 @@ def test_evaluate_is_the_public_coco_metrics(tmp_path, monkeypatch, capsys):
     assert json.loads((out / "metrics.json").read_text())["segm"] == {"AP": 12.5}
     assert json.loads((out / "detections.json").read_text()) == [{"image_id": 1, "score": 0.9}]
     assert "12.5" in capsys.readouterr().out
+
+
+def test_train_predict_track_are_the_public_functions(tmp_path, monkeypatch, capsys):
+    """`keras-solo train` calls `keras_solo.train_run` with the resolved config; `predict` and `track`
+    open their model with `keras_solo.load_engine` (spies stand in for training and the model)."""
+    from keras_solo import api
+    from keras_solo.errors import SoloError
+
+    calls = []
+    monkeypatch.setattr(api, "train_run", lambda config, out, **kwargs: calls.append((config, out, kwargs)))
+    out = str(tmp_path / "run")
+    assert main(["train", "--config", "demo", "--set", "train.epochs=2", "--out", out]) == 0
+    (config, path, kwargs), = calls
+    assert config.train.epochs == 2 and config.model.backbone == "tiny" and path == out
+    assert kwargs == {"overwrite": False}
+
+    def load_engine(model, **kwargs):
+        calls.append((model, kwargs))
+        raise SoloError(f"{model}: the spy")
+
+    monkeypatch.setattr(api, "load_engine", load_engine)
+    image = tmp_path / "a.png"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
+    for command in ("predict", "track"):
+        calls.clear()
+        assert main([command, "--model", "m.keras", "--source", str(image), "--threads", "1",
+                     "--out", str(tmp_path / command)]) == 2
+        assert calls == [("m.keras", {"threads": 1})], command
+        assert "m.keras: the spy" in capsys.readouterr().err
 
 
 def test_export_is_the_public_export_model(tmp_path, monkeypatch, capsys):
