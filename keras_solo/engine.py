@@ -82,10 +82,10 @@ def apply_eval_overrides(model, overrides):
         key, value = parse_override(text)
         section, _, name = key.partition(".")
         if section != "eval" or name not in allowed:
-            raise SoloError(f"--set {key}: only eval.* keys apply here ({', '.join(sorted(allowed))})")
+            raise SoloError(f"override {key}: only eval.* keys apply to a trained model ({', '.join(sorted(allowed))})")
         values[name] = value
     if values:
-        checked = config_from_dict({"eval": {**dataclasses.asdict(model.decoder), **values}}, "--set").eval
+        checked = config_from_dict({"eval": {**dataclasses.asdict(model.decoder), **values}}, "override").eval
         model.decoder = model.decoder.replace(**{k: getattr(checked, k) for k in values})
 
 

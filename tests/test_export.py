@@ -301,7 +301,7 @@ def test_sidecar_and_overwrite_rules(art, tmp_path):
 
 def test_export_argument_errors(art, tmp_path):
     model = art["model"]
-    with pytest.raises(SoloError, match="supports --quant fp32"):
+    with pytest.raises(SoloError, match="supports quant fp32"):
         export.export_model(model, str(tmp_path / "m.onnx"), fmt="onnx", quant="int8", progress=None)
     with pytest.raises(SoloError, match="calib"):
         export.export_model(model, str(tmp_path / "m.tflite"), quant="int8", progress=None)

@@ -63,9 +63,9 @@ __all__ = [
 def check_format(fmt, quant):
     """Raises SoloError unless `fmt` is a `FORMATS` key that supports `quant`."""
     if fmt not in FORMATS:
-        raise SoloError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
+        raise SoloError(f"format {fmt!r}: not one of {', '.join(FORMATS)}")
     if quant not in FORMATS[fmt]["quants"]:
-        raise SoloError(f"--format {fmt} supports --quant {', '.join(FORMATS[fmt]['quants'])}, not {quant!r}"
+        raise SoloError(f"format {fmt} supports quant {', '.join(FORMATS[fmt]['quants'])}, not {quant!r}"
                         + ("; build fp16/int8 TensorRT engines from the ONNX file with export/build_tensorrt.py"
                            if fmt == "onnx" else ""))
 
@@ -126,7 +126,8 @@ def export_model(model, path, *, fmt="tflite", quant="fp32", top_k=100, calibrat
 
     check_format(fmt, quant)
     if quant == "int8" and calibration is None:
-        raise SoloError("--quant int8 needs calibration images: pass --calib-data FILE.json (training COCO JSON)")
+        raise SoloError("int8 needs calibration images: a training COCO JSON (--calib-data FILE.json; "
+                        "calibration= in Python)")
     path = os.path.abspath(os.fspath(path))
     _check_outputs(path, overwrite)
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -60,9 +60,9 @@ def convert_tflite(saved_model_dir, quant, *, calibration=None):
     if quant == "int8-dynamic":
         return converter.convert()
     if quant != "int8":
-        raise SoloError(f"--quant {quant!r}: not one of {', '.join(FORMATS['tflite']['quants'])}")
+        raise SoloError(f"quant {quant!r}: not one of {', '.join(FORMATS['tflite']['quants'])}")
     if calibration is None:
-        raise SoloError("--quant int8 needs calibration images (--calib-data)")
+        raise SoloError("int8 needs calibration images (--calib-data; calibration= in Python)")
     from tensorflow.lite.python import convert as tflite_convert
 
     converter.representative_dataset = lambda: ([image] for image in calibration())
