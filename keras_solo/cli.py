@@ -35,8 +35,36 @@ def _classes(text):
     return names
 
 
+# What TensorFlow 2.21 prints on import whatever TF_CPP_MIN_LOG_LEVEL says (its absl logging
+# starts before the variable is read, tensorflow#100442): nothing a user can act on.
+STARTUP_NOISE = ("All log messages before absl::InitializeLog()", "oneDNN custom operations are on",
+                 "This TensorFlow binary is optimized", "To enable the following instructions")
+
+
 def _quiet_tf():
+    """Imports Keras (and its backend) with their start-up log lines held back; any other line
+    printed meanwhile (a Python warning, an import error) is passed on."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "keras" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+        except ImportError:
+            pass  # the command reports what is missing (TRAINING_MODULES)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not any(noise in line for noise in STARTUP_NOISE)))
+            sys.stderr.flush()
 
 
 # ---------------------------------------------------------------------------

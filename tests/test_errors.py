@@ -648,6 +648,10 @@ def test_console_script_refuses_lambda_model(base, tmp_path):
     ok, lines = _traceback_free(result.stderr)
     assert result.returncode == 2 and ok, result.stderr[-2000:]
     assert all(n in lines[0] for n in needles)
+    # TensorFlow's start-up lines (printed whatever TF_CPP_MIN_LOG_LEVEL says) are held back
+    from keras_solo.cli import STARTUP_NOISE
+
+    assert not [line for line in result.stderr.splitlines() if any(n in line for n in STARTUP_NOISE)], result.stderr
 
 
 def _train_converts_pipeline_errors():
