@@ -394,9 +394,26 @@ def build_parser():
     return parser
 
 
+def one_line_warnings():
+    """keras-solo's own warnings print as ``warning: <message>`` (they name the file and the
+    fix); other packages' keep Python's format, with the source line."""
+    import warnings
+
+    default = warnings.formatwarning
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+    def format_warning(message, category, filename, lineno, line=None):
+        if issubclass(category, UserWarning) and os.path.abspath(filename).startswith(package):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format_warning
+
+
 def main(argv=None):
     printable_paths()
     interrupt_on_sigterm()
+    one_line_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -194,3 +194,17 @@ def test_export_is_the_public_export_model(tmp_path, monkeypatch, capsys):
         "format": "tflite", "quant": "int8", "top_k": 7, "calibration": "train.json", "images": "img",
         "source": str(tmp_path / "m.keras")}
     assert "wrote " + str(out) in capsys.readouterr().out
+
+
+def test_own_warnings_print_as_one_line(monkeypatch):
+    """A keras-solo warning prints as `warning: ...` without Python's source line; others keep theirs."""
+    import warnings
+
+    from keras_solo import builders, cli
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)
+    cli.one_line_warnings()
+    ours = warnings.formatwarning("a.json: 2 image(s) ...", UserWarning, builders.__file__, 81, "return _build(")
+    assert ours == "warning: a.json: 2 image(s) ...\n"
+    theirs = warnings.formatwarning("x", UserWarning, "/elsewhere/k.py", 3, "line()")
+    assert "k.py:3: UserWarning: x" in theirs and "line()" in theirs
