@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed-$(shell cksum setup.cfg pyproject.toml | cksum | cut
 DEMO_DATA := data/synthetic
 DEMO_RUN := runs/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# pytest processes of make test (pytest-xdist); JOBS=1 runs the suite in this process
+JOBS ?= 2
+XDIST = $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist worksteal)
 
 .PHONY: demo test test-slow test-all install clean-demo
 
@@ -34,13 +37,13 @@ demo: $(STAMP) $(DEMO_DATA)/instances_train.json
 	@echo "demo done: see $(DEMO_RUN)/ (loss_curve.png, eval/metrics.json, predict/*.jpg)"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 $(XDIST)
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15 -m ""
+	$(BIN)/python -m pytest -q --durations=15 -m "" $(XDIST)
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m slow $(XDIST)
 
 clean-demo:
 	rm -rf $(DEMO_RUN) $(DEMO_DATA)

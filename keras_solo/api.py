@@ -118,8 +118,8 @@ def coco_dataset(json_path, images=None, *, model=None, config=None, training=Fa
 def train_run(config, out_dir, *, overrides=(), overwrite=False, callbacks=(), verbose=None):
     """Trains a preset into a run folder; what ``keras-solo train`` runs.
 
-    The folder holds ``config.yaml``, ``best.keras`` (by ``val_AP`` when the
-    config has validation data), ``last.keras``, ``log.csv``, the loss
+    The folder holds ``config.yaml``, ``best.keras`` (by ``val_AP`` with
+    validation data and ``train.eval_every``, else by the loss), ``last.keras``, ``log.csv``, the loss
     curve and a backup: run the same call again after a crash and it goes
     on from the last epoch.
 
