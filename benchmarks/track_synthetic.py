@@ -18,12 +18,16 @@ process, so that both see the same load on a shared machine; the ratio is
 reported.
 
 The default ``--seeds 0 1 2 3 4`` are the reported ones. The recovery step
-and its parameters (``buffer``, ``lost_growth``, ``size_memory``) were
-chosen on seeds 100-139 only; the older parameters (``alpha``, ``beta``,
-``lost_buffer``, ``coast``) were chosen on seeds 0-4 before.
+and its parameters (``buffer``, ``lost_growth``, ``size_memory``,
+``contain``) were chosen on seeds 100-139 only, and the containment test
+(``contain``) checked once on fresh seeds 200-239; the older parameters
+(``alpha``, ``beta``, ``lost_buffer``, ``coast``) were chosen on seeds 0-4
+before. ``--tracker KEY=VALUE`` sets a `TrackerConfig` field of this
+version (not the baseline's), e.g. ``--tracker contain=0``.
 
     .venv/bin/python benchmarks/track_synthetic.py [--out runs/track_synthetic.json]
     .venv/bin/python benchmarks/track_synthetic.py --seeds $(seq 100 139) --no-timing   # tuning
+    .venv/bin/python benchmarks/track_synthetic.py --seeds $(seq 100 139) --no-timing --tracker contain=0
     git show REV:keras_solo/runtime/track.py > /tmp/track_before.py
     .venv/bin/python benchmarks/track_synthetic.py --baseline /tmp/track_before.py
 
@@ -44,7 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from keras_solo.data.sequences import make_sequence, mot_metrics, perturb  # noqa: E402
 from keras_solo.errors import check_output, write_json  # noqa: E402
-from keras_solo.runtime.track import Tracker  # noqa: E402
+from keras_solo.runtime.track import Tracker, TrackerConfig  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VISIBLE = 0.85  # about this fraction of the objects of a fresh tile is in view (spread 0)
@@ -99,6 +103,19 @@ def tiled(records, columns, tile):
     return {"scores": np.concatenate([f["scores"] for f in records]),
             "labels": np.concatenate([f["labels"] for f in records]),
             "boxes": np.concatenate(boxes), "masks": np.concatenate(masks)}
+
+
+def tracker_option(text):
+    """``KEY=VALUE`` of a `TrackerConfig` field, the value read as int, float, bool or str."""
+    key, sep, value = text.partition("=")
+    if not sep or key not in TrackerConfig.__dataclass_fields__:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a TrackerConfig field, got {text!r}")
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, {"True": True, "False": False}.get(value, value)
 
 
 def load_baseline(path):
@@ -169,11 +186,18 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=4, help="timed passes over the timing frames")
     parser.add_argument("--baseline", help="another runtime/track.py: scored too, timed alternating with this one")
     parser.add_argument("--no-timing", action="store_true", help="quality only")
+    parser.add_argument("--tracker", type=tracker_option, action="append", default=[], metavar="KEY=VALUE",
+                        help="a TrackerConfig field of this version (repeatable), e.g. contain=0")
     args = parser.parse_args(argv)
+    options = dict(args.tracker)
+    try:
+        Tracker(**options)  # a bad value fails here, before any sequence is made
+    except ValueError as e:
+        parser.error(f"--tracker: {e}")
     check_output(args.out, folder=False)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
 
-    versions = {"current": Tracker}
+    versions = {"current": (lambda: Tracker(**options)) if options else Tracker}
     if args.baseline:
         versions["baseline"] = load_baseline(args.baseline)
     rows, summary = quality(args, versions)
