@@ -10,7 +10,7 @@ DEMO_RUN := runs/demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 # pytest processes of make test (pytest-xdist); JOBS=1 runs the suite in this process
 JOBS ?= 2
-XDIST = $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist worksteal)
+XDIST = $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadgroup)
 
 .PHONY: demo test test-slow test-all install clean-demo
 

@@ -14,6 +14,8 @@ from keras_solo import ablation
 from keras_solo.data.synthetic import make_synthetic
 from keras_solo.errors import SoloError
 
+pytestmark = pytest.mark.xdist_group("test_ablation")  # one pytest-xdist worker builds the module fixtures once
+
 FAKE_AP = {(False, False): 1.0, (True, False): 2.0, (True, True): 3.0}
 
 

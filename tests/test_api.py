@@ -16,6 +16,8 @@ import pytest
 import keras_solo
 from keras_solo.errors import SoloError
 
+pytestmark = pytest.mark.xdist_group("test_api")  # one pytest-xdist worker builds the module fixtures once
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORD = {"label", "class", "score", "bbox_xywh", "segmentation"}  # what detect gives for every format
 

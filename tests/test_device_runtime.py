@@ -15,6 +15,8 @@ import pytest
 from test_architecture import ROOT, RUNTIME_FILES
 from test_export import exported, tiny_artifacts
 
+pytestmark = pytest.mark.xdist_group("test_device_runtime")  # one pytest-xdist worker builds the module fixtures once
+
 # Blocks the given top-level packages, runs the runtime's command, then checks
 # that every keras_solo module came from the device folder.
 _DEVICE = """

@@ -9,6 +9,8 @@ from helpers import TINY_MODEL_OVERRIDES
 from keras_solo.cli import main
 from keras_solo.data.synthetic import make_synthetic
 
+pytestmark = pytest.mark.xdist_group("test_end_to_end")  # one pytest-xdist worker builds the module fixtures once
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -26,6 +26,8 @@ from helpers import TINY_MODEL_OVERRIDES, write_json, write_tiny_coco
 from keras_solo.cli import main
 from keras_solo.errors import SoloError
 
+pytestmark = pytest.mark.xdist_group("test_errors")  # one pytest-xdist worker builds the module fixtures once
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "training", "demo.yaml")
 ERRORS_MD = os.path.join(ROOT, "docs", "ERRORS.md")

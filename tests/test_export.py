@@ -21,6 +21,8 @@ from helpers import tiny_config
 from keras_solo import export
 from keras_solo.errors import SoloError
 
+pytestmark = pytest.mark.xdist_group("test_export")  # one pytest-xdist worker builds the module fixtures once
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD_TENSORRT = os.path.join(REPO, "export", "build_tensorrt.py")
 TOP_K = 30

@@ -24,6 +24,8 @@ from helpers import TINY_MODEL_OVERRIDES, tiny_config
 from keras_solo.data.pipeline import release_pipelines
 from keras_solo.errors import SoloError
 
+pytestmark = pytest.mark.xdist_group("test_interrupt")  # one pytest-xdist worker builds the module fixtures once
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "training", "demo.yaml")
 

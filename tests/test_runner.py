@@ -13,6 +13,8 @@ import pytest
 from test_device_runtime import on_device
 from test_export import exported, tiny_artifacts
 
+pytestmark = pytest.mark.xdist_group("test_runner")  # one pytest-xdist worker builds the module fixtures once
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
