@@ -39,11 +39,11 @@ demo: $(STAMP) $(DEMO_DATA)/instances_train.json
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15 $(XDIST)
 
-test-all: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15 -m "" $(XDIST)
-
+# the slow tests in one process: the multi-worker and interrupt cases start processes of their own
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow $(XDIST)
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: test test-slow
 
 clean-demo:
 	rm -rf $(DEMO_RUN) $(DEMO_DATA)
