@@ -1,4 +1,4 @@
-"""The streaming pipeline and `track` (keras_solo.runtime.stream): every frame
+"""The streaming pipeline, `track` and `predict` on a video (keras_solo.runtime.stream): every frame
 of a file, the latest-frame policy of a live source, Ctrl-C, bad sources. A
 stand-in engine finds the bright squares of a synthetic clip (TF-free, fast);
 tests/test_track.py tests the tracker itself."""
@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 
 from keras_solo.errors import SoloError
-from keras_solo.runtime.cli import track_command
+from keras_solo.runtime import sources as sources_module
+from keras_solo.runtime import stream as stream_module
+from keras_solo.runtime.cli import predict_command, track_command
+from keras_solo.runtime.detections import draw_overlay
 from keras_solo.runtime.stream import StreamSource, run_stream
 from keras_solo.runtime.track import Tracker
 
@@ -176,3 +179,54 @@ def test_tracker_thresholds_are_options_and_no_track_says_why(tmp_path, capsys):
     assert result["tracks"] == 2 and "no track started" not in capsys.readouterr().out
     with pytest.raises(SoloError, match="--high-thr / --new-thr: need 0 <= low_thr <= high_thr <= new_thr"):
         track_command(DimEngine, args_for(clip, tmp_path / "bad", high_thr=0.7))
+
+
+def predict_args(source, out, **options):
+    values = dict(source=str(source), out=str(out), score=0.3, limit=0, overwrite=False)
+    values.update(options)
+    return argparse.Namespace(**values)
+
+
+def test_predict_on_a_video_overlaps_inference_with_output(tmp_path, monkeypatch, capsys):
+    """A 50 ms model and 50 ms of drawing per frame: 20 frames take about 20 x 50 ms, not 20 x 100 ms
+    (predict ran decode, inference, drawing and writing one after another)."""
+    threads = set()
+
+    def slow_draw(*args, **options):
+        threads.add(threading.get_ident())
+        time.sleep(0.05)
+        return draw_overlay(*args, **options)
+
+    for module in (stream_module, sources_module):
+        monkeypatch.setattr(module, "draw_overlay", slow_draw, raising=False)
+    clip = write_clip(tmp_path / "clip.avi", frames=20)
+    start = time.perf_counter()
+    records = predict_command(lambda: BrightEngine(delay=0.05), predict_args(clip, tmp_path / "out"))
+    seconds = time.perf_counter() - start
+    assert seconds < 1.6, seconds  # in series: >= 2.0 s
+    assert threads and threading.get_ident() not in threads  # drawn beside the next frame's inference
+    assert [r["source"] for r in records] == [f"clip.avi#{i}" for i in range(20)]
+    assert all(len(r["instances"]) == 2 for r in records)
+    assert json.load(open(tmp_path / "out" / "detections.json")) == records
+    assert sorted(os.listdir(tmp_path / "out")) == ["clip_pred.mp4", "detections.json"]
+    capture = cv2.VideoCapture(str(tmp_path / "out" / "clip_pred.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 20 and capture.get(cv2.CAP_PROP_FPS) == 30
+    captured = capsys.readouterr()
+    assert "20 frames in" in captured.out and "capture -> result p50" in captured.out  # the stream report
+    assert "predicted 20 frames (40 instances, 20.0 FPS)" in captured.out  # the engine's own rate
+    assert "warning" not in captured.err
+
+
+def test_predict_on_a_video_with_limit_and_ctrl_c(tmp_path, capsys):
+    clip = write_clip(tmp_path / "clip.avi", frames=12)
+    assert len(predict_command(BrightEngine, predict_args(clip, tmp_path / "limit", limit=5))) == 5
+    capture = cv2.VideoCapture(str(tmp_path / "limit" / "clip_pred.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    assert "warning" not in capsys.readouterr().err  # --limit is no early end
+    records = predict_command(lambda: BrightEngine(interrupt_at=8), predict_args(clip, tmp_path / "stop"))
+    assert [r["source"] for r in records] == [f"clip.avi#{i}" for i in range(7)]
+    assert len(json.load(open(tmp_path / "stop" / "detections.json"))) == 7  # what was done, kept
+    capture = cv2.VideoCapture(str(tmp_path / "stop" / "clip_pred.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 7  # a playable file under its final name
+    assert sorted(os.listdir(tmp_path / "stop")) == ["clip_pred.mp4", "detections.json"]
+    assert "(interrupted)" in capsys.readouterr().out

@@ -18,7 +18,7 @@ from keras_solo.errors import SoloError, check_output, interrupt_on_sigterm, pri
 from keras_solo.runtime import bench
 from keras_solo.runtime.engine import open_engine
 from keras_solo.runtime.image import read_image
-from keras_solo.runtime.sources import list_sources, predict_source, prepare_out_dir, progress_bar
+from keras_solo.runtime.sources import list_sources, prepare_out_dir, progress_bar
 
 
 def build_parser(prog="keras-solo-runtime"):
@@ -120,13 +120,28 @@ def run_benchmark(engine, args):
 
 
 def predict_command(engine_factory, args, *, progress=False):
-    """Checks the source and --out before the engine is made, then runs the one loop."""
+    """Checks the source and --out before the engine is made, then predicts (`stream.predict_source`:
+    capture, inference and output overlapped); a video's run ends with the stream report."""
+    from keras_solo.runtime.stream import StreamSource, format_stream_report, predict_source
+
     kind, sources = list_sources(args.source)
     prepare_out_dir(args.out, args.overwrite, kind, sources)
-    engine = engine_factory()
-    records, times = predict_source(engine, kind, sources, args.out, score_thr=args.score, limit=args.limit,
-                                    progress=progress)
-    fps = len(times) / sum(times) if times else 0.0
+    source = StreamSource(args.source, limit=args.limit)
+    try:
+        engine = engine_factory()
+    except BaseException:
+        source.close()
+        raise
+    total = min(source.frame_count, args.limit) if args.limit and source.frame_count else source.frame_count
+    bar = progress_bar(total, "predict", "img" if kind == "images" else "frame", progress)
+    try:
+        result = predict_source(engine, source, args.out, score_thr=args.score, progress=lambda: bar.update(1))
+    finally:
+        bar.close()
+    records, times = result["records"], result["times"]
+    if kind == "video":
+        print(format_stream_report(result))
+    fps = len(times) / sum(times) if sum(times) > 0 else 0.0
     count = sum(len(r["instances"]) for r in records)
     print(f"predicted {len(records)} {'images' if kind == 'images' else 'frames'} ({count} instances, "
           f"{fps:.1f} FPS); overlays and detections.json in {args.out}")
@@ -140,7 +155,7 @@ def track_command(engine_factory, args, *, progress=False):
     tracker = tracker_of(args)
     source = StreamSource(args.source, live=args.live, limit=args.limit)
     try:
-        prepare_out_dir(args.out, args.overwrite, "images" if source.kind == "folder" else "stream",
+        prepare_out_dir(args.out, args.overwrite, "images" if source.paths is not None else "stream",
                         source.paths or [])
         engine = engine_factory()
     except BaseException:

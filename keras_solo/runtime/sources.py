@@ -1,6 +1,8 @@
-"""The one image / video loop: overlays plus detections.json for an image, a
-folder of images or a video, for any engine (`keras-solo predict` and
-`keras-solo-runtime predict`).
+"""Sources and outputs of `predict` and `track`: which files a source names
+(`list_sources`), the output folder's checks (`prepare_out_dir`), the overlay
+video (`VideoOutput`) and images (`write_overlay`), a video that ends early.
+Both commands run their frames through `runtime.stream.run_stream`
+(`stream.predict_source`, `stream.track_source`).
 
 OpenCV crashes (segfault) on a path that is not valid UTF-8, so no path goes
 to cv2 as it is: images are read with numpy and written as encoded bytes, and
@@ -12,15 +14,13 @@ temporary name and renamed only once it reads back whole.
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 
 import cv2
 import numpy as np
 
-from keras_solo.errors import SoloError, atomic_write, check_output, write_json
-from keras_solo.runtime.detections import detections_record, draw_overlay, overlay_names
-from keras_solo.runtime.image import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, read_image
+from keras_solo.errors import SoloError, atomic_write, check_output
+from keras_solo.runtime.image import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 
 def video_open_problem(capture):
@@ -113,7 +113,7 @@ def prepare_out_dir(out, overwrite, kind, sources):
 
 
 def video_output_path(out, source):
-    """The overlay video `predict_source` writes for a video source."""
+    """The overlay video `predict` writes for a video source (`stream.PredictOutput`)."""
     return os.path.join(out, os.path.splitext(os.path.basename(source))[0] + "_pred.mp4")
 
 
@@ -148,7 +148,7 @@ def video_ended_early(path, read, expected, limit=0, timestamps=(), fps=0.0):
 
 
 class VideoOutput:
-    """The overlay video of `predict_source`, written safely.
+    """The overlay video of `predict` and `track`, written safely.
 
     Frames go to a temporary ASCII-named file in the output folder (OpenCV
     cannot take every path) at the source's nominal rate; each frame is
@@ -231,80 +231,3 @@ def progress_bar(total, desc, unit, enabled=True):
             pass
 
     return Silent()
-
-
-def _image_frames(paths):
-    for path, name in zip(paths, overlay_names(paths)):
-        yield os.path.basename(path), name, read_image(path)
-
-
-def _video_frames(capture, frame, limit, timestamps):
-    """(index, RGB frame) pairs; each frame's time (ms) appended to `timestamps`."""
-    index = 0
-    while frame is not None and (not limit or index < limit):
-        timestamps.append(capture.get(cv2.CAP_PROP_POS_MSEC))
-        yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        index += 1
-        ok, frame = capture.read()
-        frame = frame if ok else None
-
-
-def predict_source(engine, kind, sources, out, *, score_thr=0.3, limit=0, progress=True):
-    """Runs `engine` over `list_sources`' result and writes into `out` (made by `prepare_out_dir`).
-
-    Images get an overlay each (`overlay_names`), a video `<stem>_pred.mp4`
-    with the measured FPS drawn on every frame (`VideoOutput`: the source's
-    timing, never a partial file under the final name); both get
-    `detections.json` (`detections_record` per image / frame, detections above
-    `score_thr`). The first failed write is the one-line error.
-
-    Returns:
-        (records, seconds per call of the engine).
-    """
-    names = engine.class_names
-    records, times, timestamps = [], [], []
-    video = capture = None
-    if kind == "images":
-        paths = sources[:limit] if limit else sources
-        frames, count = _image_frames(paths), len(paths)
-    else:
-        capture, first = open_video(sources)
-        count, fps = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), capture.get(cv2.CAP_PROP_FPS) or 0.0
-        try:
-            video = VideoOutput(video_output_path(out, sources), fps, first.shape[1::-1])
-        except SoloError:
-            capture.release()
-            raise
-        base = os.path.basename(sources)
-        frames = ((f"{base}#{i}", None, rgb) for i, rgb in _video_frames(capture, first, limit, timestamps))
-    bar = progress_bar(min(count, limit) if limit and count else count, "predict", "img" if video is None else "frame",
-                       progress)
-    finished, warning = False, None
-    try:
-        for source, overlay_name, image in frames:
-            found, timing = engine(image, min_score=score_thr)
-            times.append(timing["total"])
-            fps_drawn = None if video is None else 1.0 / max(1e-9, float(np.mean(times[-10:])))
-            overlay = cv2.cvtColor(draw_overlay(image, found, names, score_thr=score_thr, fps=fps_drawn),
-                                   cv2.COLOR_RGB2BGR)
-            if video is None:
-                write_overlay(os.path.join(out, overlay_name), overlay)
-            else:
-                video.write(overlay, timestamps[-1] - timestamps[0])
-            records.append(detections_record(source, found, names))
-            bar.update(1)
-        finished = True
-    finally:
-        bar.close()
-        if video is not None:
-            capture.release()
-            # Ctrl-C keeps the frames done so far (a playable file); a failed write keeps nothing.
-            interrupted = sys.exc_info()[0] is KeyboardInterrupt
-            warning = video_ended_early(sources, len(records), count, limit, timestamps, fps) if finished else None
-            if finished and not warning and not limit:
-                video.pad_to(count if variable_rate(timestamps) else video.written)
-            video.close(keep=finished or interrupted)
-    if warning:
-        print(warning, file=sys.stderr)
-    write_json(os.path.join(out, "detections.json"), records, what="detections", indent=None)
-    return records, times

@@ -1,4 +1,5 @@
-"""Video and live streams with capture, inference and output overlapped.
+"""Video and live streams with capture, inference and output overlapped:
+`track` (`track_source`) and `predict` (`predict_source`) run their frames here.
 
 Three threads, joined by two queues::
 
@@ -8,8 +9,8 @@ The tracker runs beside the next frame's inference, not after it: its time
 per frame (up to about 1 ms at 20 objects) would otherwise add to every
 frame's, a share that matters for a small model (5-10% of the demo's).
 
-- A **file** (or a folder of images) gives every frame: the capture thread
-  waits while the slot is full.
+- A **file** (or a folder of images, or one image) gives every frame: the
+  capture thread waits while the slot is full.
 - A **live** source (a camera index, a stream URL, or a file with
   ``live=True``, read at its own frame rate) never queues: the slot holds
   the latest frame only, and a frame not taken before the next arrives is
@@ -26,6 +27,7 @@ lets the output thread write everything done so far.
 
 import os
 import queue
+import sys
 import threading
 import time
 
@@ -33,9 +35,10 @@ import cv2
 import numpy as np
 
 from keras_solo.errors import SoloError, atomic_write, write_json
-from keras_solo.runtime.detections import draw_overlay, overlay_names
+from keras_solo.runtime.detections import detections_record, draw_overlay, overlay_names
 from keras_solo.runtime.image import IMAGE_EXTENSIONS, read_image
-from keras_solo.runtime.sources import VideoOutput, cv2_path, video_open_problem, write_overlay
+from keras_solo.runtime.sources import (VideoOutput, cv2_path, variable_rate, video_ended_early, video_open_problem,
+                                        write_overlay)
 from keras_solo.runtime.track import mot_lines, track_record
 
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -56,7 +59,7 @@ class Frame:
 
 
 def source_kind(source):
-    """"camera" (a device index), "stream" (a URL), "folder" or "video"."""
+    """"camera" (a device index), "stream" (a URL), "folder", "image" (one image file) or "video"."""
     text = os.fspath(source)
     if text.isdigit():
         return "camera"
@@ -64,14 +67,19 @@ def source_kind(source):
         return "stream"
     if os.path.isdir(text):
         return "folder"
+    if os.path.isfile(text) and text.lower().endswith(IMAGE_EXTENSIONS):
+        return "image"
     return "video"
 
 
 class StreamSource:
-    """Frames of a camera, a stream URL, a video file or a folder of images.
+    """Frames of a camera, a stream URL, a video file, a folder of images or one image.
+
+    ``paths`` lists the image files (a folder's, sorted; one image's) and is
+    None for the others.
 
     Args:
-        source: camera index ("0"), URL, video file or folder.
+        source: camera index ("0"), URL, video file, folder or image file.
         live: read a file as a live source (at its frame rate, latest frame
             only); cameras and URLs are always live.
         limit: stop after this many frames (0 = all).
@@ -84,11 +92,11 @@ class StreamSource:
     def __init__(self, source, *, live=False, limit=0):
         self.source, self.kind, self.limit = os.fspath(source), source_kind(source), int(limit)
         self.live = live or self.kind in ("camera", "stream")
-        self.paced = live and self.kind in ("video", "folder")  # a file read at its own rate
+        self.paced = live and self.kind in ("video", "folder", "image")  # a file read at its own rate
         self.capture, self.paths, self.fps, self.frame_count = None, None, 0.0, 0
-        if self.kind == "folder":
-            self.paths = sorted(os.path.join(self.source, n) for n in os.listdir(self.source)
-                                if n.lower().endswith(IMAGE_EXTENSIONS))
+        if self.kind in ("folder", "image"):
+            self.paths = [self.source] if self.kind == "image" else sorted(
+                os.path.join(self.source, n) for n in os.listdir(self.source) if n.lower().endswith(IMAGE_EXTENSIONS))
             if not self.paths:
                 raise SoloError(f"{self.source}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
             self.fps, self.frame_count = 30.0, len(self.paths)
@@ -231,10 +239,10 @@ class _Output(threading.Thread):
             item = self.queue.get()
             if item is _END:
                 return
-            if self.error is not None:
-                continue  # drain: the main thread stops at its next put
             frame, result = item
             try:
+                if self.error is not None:
+                    continue  # drain: the main thread stops at its next put
                 t0 = time.perf_counter()
                 if self.tracker is not None:
                     result = self.tracker.update(result)
@@ -245,6 +253,8 @@ class _Output(threading.Thread):
                 frame.timing["output"] = time.perf_counter() - done
             except BaseException as error:  # noqa: BLE001 - handed to the main thread
                 self.error = error
+            finally:
+                frame.image = None  # run_stream keeps each frame's times to the end, not its pixels
 
 
 def run_stream(engine, source, write, *, score_thr=0.3, tracker=None, progress=None):
@@ -255,7 +265,9 @@ def run_stream(engine, source, write, *, score_thr=0.3, tracker=None, progress=N
         source: a `StreamSource`.
         write: ``write(frame, result)``, called in order in the output thread:
             draws and writes (result: the engine's detections, tracked when
-            there is a tracker).
+            there is a tracker; ``frame.timing`` holds the stages so far and
+            ``call``, the engine's whole call), e.g. a `TrackOutput` or a
+            `PredictOutput`.
         tracker: optional `runtime.track.Tracker`, run in the output thread
             (beside the next frame's inference), each frame in order.
         progress: optional callable, called once per processed frame (after
@@ -281,8 +293,9 @@ def run_stream(engine, source, write, *, score_thr=0.3, tracker=None, progress=N
             found, timing = engine(frame.image, min_score=score_thr)
             if tracker is None:  # the result is ready; else it is once the output thread has tracked it
                 frame.latency = time.perf_counter() - frame.captured
-            frame.timing.update(letterbox=timing.get("preprocess", 0.0), network=timing.get("network", 0.0),
-                                decode=timing.get("decode", 0.0))
+            parts = {name: timing.get(key, 0.0) for name, key in
+                     (("letterbox", "preprocess"), ("network", "network"), ("decode", "decode"))}
+            frame.timing.update(parts, call=timing.get("total", sum(parts.values())))  # call: the whole engine call
             frames.append(frame)
             if output.error is not None:
                 break
@@ -326,29 +339,55 @@ def format_stream_report(result):
     return "\n".join(lines)
 
 
-class TrackOutput:
-    """What `track_source` writes into `out`: overlays coloured by track ID (a
-    video ``<stem>_track.mp4`` at the source's timing, or one image per
-    folder member), ``tracks.json`` (`track.track_record` per frame) and
-    ``tracks_mot.txt`` (MOTChallenge lines). Called in the output thread."""
+class OverlayOutput:
+    """The shape of `run_stream`'s writers (`TrackOutput`, `PredictOutput`):
+    called in the output thread with each frame and its result, in order,
+    then closed (``close(keep)``). Overlays go into `out`: a video ``<stem><suffix>.mp4`` at
+    the source's timing (`VideoOutput`: never a partial file under the final
+    name), or one image per source image (`overlay_names`); one record per
+    frame in ``records``."""
+
+    suffix = ""
 
     def __init__(self, out, source, class_names):
-        self.out, self.class_names, self.records, self.mot = out, class_names, [], []
+        self.out, self.class_names, self.records = out, class_names, []
         self.video, self.names = None, {}
-        if source.kind == "folder":
+        if source.paths is not None:
             self.names = dict(zip((os.path.basename(p) for p in source.paths), overlay_names(source.paths)))
         else:
             stem = {"camera": f"camera{source.source}", "stream": "stream"}.get(
                 source.kind, os.path.splitext(os.path.basename(source.source))[0])
-            self.video = VideoOutput(os.path.join(out, f"{stem}_track.mp4"), source.fps, source.first.shape[1::-1])
+            self.video = VideoOutput(os.path.join(out, f"{stem}{self.suffix}.mp4"), source.fps,
+                                     source.first.shape[1::-1])
 
-    def __call__(self, frame, tracked):
-        overlay = cv2.cvtColor(draw_overlay(frame.image, tracked, self.class_names, score_thr=0.0),
-                               cv2.COLOR_RGB2BGR)
+    def put(self, frame, overlay):
+        """Writes `frame`'s overlay (RGB): the video's next frame at its time, or its image file."""
+        overlay = cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)
         if self.video is not None:
             self.video.write(overlay, frame.time_ms)
         else:
             write_overlay(os.path.join(self.out, self.names[frame.name]), overlay)
+
+    def close_video(self, keep):
+        """Keeps the video (when `keep` and a frame was written) or removes it; the one-line error of a failed write."""
+        if self.video is not None:
+            self.video.close(keep=keep and bool(self.records))
+
+
+class TrackOutput(OverlayOutput):
+    """What `track_source` writes into `out`: overlays coloured by track ID (a
+    video ``<stem>_track.mp4``, or one image per folder member),
+    ``tracks.json`` (`track.track_record` per frame) and ``tracks_mot.txt``
+    (MOTChallenge lines)."""
+
+    suffix = "_track"
+
+    def __init__(self, out, source, class_names):
+        super().__init__(out, source, class_names)
+        self.mot = []
+
+    def __call__(self, frame, tracked):
+        self.put(frame, draw_overlay(frame.image, tracked, self.class_names, score_thr=0.0))
         record = track_record(frame.index, tracked, self.class_names)
         if frame.name:
             record["source"] = frame.name
@@ -356,8 +395,7 @@ class TrackOutput:
         self.mot.extend(mot_lines(frame.index, tracked))
 
     def close(self, keep=True):
-        if self.video is not None:
-            self.video.close(keep=keep and bool(self.records))
+        self.close_video(keep)
         write_json(os.path.join(self.out, "tracks.json"), self.records, what="tracks", indent=None)
 
         def write_mot(tmp):
@@ -365,6 +403,70 @@ class TrackOutput:
                 f.write("".join(line + "\n" for line in self.mot))
 
         atomic_write(os.path.join(self.out, "tracks_mot.txt"), write_mot, what="MOT tracks")
+
+
+class PredictOutput(OverlayOutput):
+    """What `predict_source` writes into `out`: overlays (a video
+    ``<stem>_pred.mp4`` with the engine's FPS drawn on every frame, or one
+    image per source image) and ``detections.json`` (`detections_record` per
+    image / frame: the file name, ``video.mp4#i`` for a video's frame i).
+
+    ``times`` holds each engine call's seconds. At `close` a video that ended
+    early is a warning line (`video_ended_early`), and the last frame of a
+    whole variable-rate video is repeated to the container's length."""
+
+    suffix = "_pred"
+
+    def __init__(self, out, source, class_names, *, score_thr=0.3):
+        super().__init__(out, source, class_names)
+        self.source, self.score_thr, self.times, self.timestamps = source, score_thr, [], []
+
+    def __call__(self, frame, found):
+        self.times.append(frame.timing["call"])
+        fps = None if self.video is None else 1.0 / max(1e-9, float(np.mean(self.times[-10:])))
+        self.put(frame, draw_overlay(frame.image, found, self.class_names, score_thr=self.score_thr, fps=fps))
+        if self.video is not None:
+            self.timestamps.append(self.source.first_ms + frame.time_ms)  # the container's times, for the warning
+        name = frame.name if self.video is None else f"{os.path.basename(self.source.source)}#{frame.index}"
+        self.records.append(detections_record(name, found, self.class_names))
+
+    def close(self, keep=True, finished=True):
+        """`keep`: the run ended without an error (Ctrl-C keeps what was done); `finished`: it read the
+        whole source (or --limit), not interrupted. A failed write keeps no video and no detections.json."""
+        warning = None
+        if self.video is not None and finished and keep:
+            source = self.source
+            warning = video_ended_early(source.source, len(self.records), source.frame_count, source.limit,
+                                        self.timestamps, source.fps)
+            if not warning and not source.limit:
+                self.video.pad_to(source.frame_count if variable_rate(self.timestamps) else self.video.written)
+        self.close_video(keep)
+        if warning:
+            print(warning, file=sys.stderr)
+        if keep:
+            write_json(os.path.join(self.out, "detections.json"), self.records, what="detections", indent=None)
+
+
+def predict_source(engine, source, out, *, score_thr=0.3, progress=None):
+    """Detects in `source` (a `StreamSource`: a video, a folder or an image)
+    with `engine` into `out` (`PredictOutput`; made by
+    `sources.prepare_out_dir`), capture, inference and output overlapped
+    (`run_stream`); returns `run_stream`'s result plus ``records`` (the
+    detections.json records) and ``times`` (seconds per engine call).
+    The first failed write is the one-line error; Ctrl-C keeps what was
+    done."""
+    try:
+        output = PredictOutput(out, source, engine.class_names, score_thr=score_thr)
+    except BaseException:
+        source.close()
+        raise
+    result = None
+    try:
+        result = run_stream(engine, source, output, score_thr=score_thr, progress=progress)  # closes the source
+    finally:
+        output.close(keep=result is not None, finished=result is not None and not result["interrupted"])
+    result.update(records=output.records, times=output.times)
+    return result
 
 
 def track_source(engine, source, out, *, tracker, score_thr=0.1, progress=None):
