@@ -71,7 +71,8 @@ def example_options(config):
     d = config.data
     return ExampleOptions(image_size=tuple(config.model.input_size), size_divisor=d.size_divisor,
                           max_instances=d.max_instances, mask_stride=d.mask_stride, flip=d.flip,
-                          scale_jitter=d.scale_jitter, photometric=d.photometric, seed=config.train.seed)
+                          scale_jitter=d.scale_jitter, photometric=d.photometric, copy_paste=d.copy_paste,
+                          seed=config.train.seed)
 
 
 def build_dataset(config, coco, *, training, batch_size=None, repeat=False, epoch_variable=None):

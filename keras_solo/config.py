@@ -145,6 +145,12 @@ class DataConfig:
     flip: bool = True
     scale_jitter: tuple[float, float] = (0.8, 1.2)
     photometric: bool = True
+    # Simple copy-paste (Ghiasi et al., CVPR 2021), training only: the probability
+    # that an example gets a random subset (each p = 0.5, at least one) of another
+    # training image's non-crowd instances pasted on top, that image with its own
+    # jitter, offset, flip and colour; covered pixels leave the instances below
+    # (one left with < 20 input pixels is dropped). 0 = off (one more decode when on).
+    copy_paste: float = 0.0
     strict: bool = False  # malformed polygons: error instead of skip+warn
 
     def __post_init__(self):
@@ -153,6 +159,7 @@ class DataConfig:
         _check(self.mask_stride in (1, 2, 4, 8), "data.mask_stride", "must be 1, 2, 4 or 8")
         lo, hi = self.scale_jitter
         _check(0.1 <= lo <= hi <= 4.0, "data.scale_jitter", f"({lo}, {hi}) must satisfy 0.1 <= lo <= hi <= 4")
+        _check(0.0 <= self.copy_paste <= 1.0, "data.copy_paste", "must be in [0, 1] (0 = off)")
 
 
 @dataclass(frozen=True, kw_only=True)

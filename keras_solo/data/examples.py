@@ -22,6 +22,15 @@ from keras_solo.errors import SoloError
 
 _DATA = DataConfig()  # the defaults of ExampleOptions
 
+# Copy-paste: an instance of the image that a paste covers is dropped when
+# fewer than this many of its input-resolution (letterboxed canvas) pixels
+# stay visible; about one cell of a stride-4 target mask.
+COPY_PASTE_MIN_PIXELS = 20
+# The paste's random numbers come from their own stream, [seed, epoch, index,
+# this tag], so turning copy-paste on leaves the image's own augmentation
+# unchanged (a tag of 0 would repeat the [seed, epoch, index] stream).
+_COPY_PASTE_STREAM = 1
+
 __all__ = ["ExampleOptions", "as_solo_error", "call_with_data_errors", "check_dataset", "example_options",
            "load_example", "release_pipelines", "steps_per_epoch", "warn_if_truncated"]
 
@@ -43,6 +52,9 @@ class ExampleOptions:
         scale_jitter: ``(low, high)`` range of the letterbox scale multiplier
             when training, or None. (0.8, 1.2).
         photometric: colour jitter when training. True.
+        copy_paste: probability in [0, 1] that a training example gets
+            instances of another record pasted on (simple copy-paste,
+            Ghiasi et al. 2021; see `load_example`). 0.0 (off).
         seed: non-negative int; fixes the shuffle order and augmentation. 0.
 
     Raises:
@@ -56,6 +68,7 @@ class ExampleOptions:
     flip: bool = _DATA.flip
     scale_jitter: tuple = _DATA.scale_jitter
     photometric: bool = _DATA.photometric
+    copy_paste: float = _DATA.copy_paste
     seed: int = 0
 
     def __post_init__(self):
@@ -85,9 +98,12 @@ class ExampleOptions:
                 raise SoloError(f"scale_jitter must be (low, high) or None, got {self.scale_jitter!r}") from None
             if not 0.0 < low <= high:
                 raise SoloError(f"scale_jitter must satisfy 0 < low <= high, got {self.scale_jitter!r}")
+        if (isinstance(self.copy_paste, bool) or not isinstance(self.copy_paste, (int, float, np.number))
+                or not 0.0 <= self.copy_paste <= 1.0):
+            raise SoloError(f"copy_paste must be a probability in [0, 1], got {self.copy_paste!r}")
         for name, value in (("image_size", (int(width), int(height))), ("scale_jitter", jitter),
                             ("flip", bool(self.flip)), ("photometric", bool(self.photometric)),
-                            ("seed", int(self.seed))):
+                            ("copy_paste", float(self.copy_paste)), ("seed", int(self.seed))):
             object.__setattr__(self, name, value)
 
     def replace(self, **changes):
@@ -114,6 +130,18 @@ def load_example(dataset, index, options=None, *, training=False, epoch=0):
     than ``max_instances`` instances the largest (by mask area) are kept.
     Augmentation happens only when ``training``.
 
+    Copy-paste (``options.copy_paste`` > 0, training only): with that
+    probability another random record of the dataset is read and augmented
+    on its own (scale jitter, crop offset, flip, colour; random numbers from
+    a separate stream, so the image's own augmentation is unchanged), and a
+    random subset of its non-crowd instances (each with p = 0.5, at least
+    one; those the crop leaves empty are lost) is pasted on the canvas at
+    the same place, no blending. The
+    pasted pixels leave every instance and crowd region below; an instance
+    left with fewer than ``COPY_PASTE_MIN_PIXELS`` canvas pixels is dropped.
+    The pasted instances follow the image's (boxes from masks, the
+    ``max_instances`` largest kept).
+
     Args:
         dataset: a :class:`keras_solo.data.coco.CocoDataset`.
         index: record index in ``dataset.records``.
@@ -133,37 +161,20 @@ def load_example(dataset, index, options=None, *, training=False, epoch=0):
     """
     options = example_options(options)
     image_size, max_instances, mask_stride = options.image_size, options.max_instances, options.mask_stride
-    flip, scale_jitter, photometric, seed = options.flip, options.scale_jitter, options.photometric, options.seed
+    seed = options.seed
     record = dataset.records[index]
     rng = np.random.default_rng([int(seed), int(epoch), int(index)])
-    # Draw every random number in a fixed order so turning one augmentation
-    # off leaves the others unchanged.
-    do_flip = rng.random() < 0.5
-    low, high = scale_jitter if scale_jitter else (1.0, 1.0)
-    jitter = rng.uniform(low, high)
-    offset = rng.random(2)
-
     decoded = decode_instances(dataset, record)
-    image, masks = decoded["image"], decoded["masks"]
-    orig_h, orig_w = image.shape[:2]
-    if not training or not scale_jitter:
-        jitter = 1.0
-    if not training:
-        offset = (0.0, 0.0)
-    image, masks, scale = transforms.letterbox(image, masks, image_size, jitter, offset)
-    if training:
-        # Flip and colour act on the image's part of the canvas, after the
-        # resize: the same augmentations as on the original, at a sixth of
-        # the pixels (a flip of the crop is the crop of the flip at the
-        # mirrored offset, which is as likely).
-        keep_w, keep_h = transforms.letterbox_window((orig_h, orig_w), image_size, scale, offset)[2]
-        if flip and do_flip:
-            image[:keep_h, :keep_w], masks[:, :keep_h, :keep_w] = transforms.hflip(
-                image[:keep_h, :keep_w], masks[:, :keep_h, :keep_w])
-        if photometric:
-            image[:keep_h, :keep_w] = transforms.photometric(image[:keep_h, :keep_w], rng)
+    orig_h, orig_w = decoded["image"].shape[:2]
+    image, masks, scale = _augment(decoded["image"], decoded["masks"], options, training, rng)
 
     labels, iscrowd = decoded["labels"], decoded["iscrowd"]
+    if training and options.copy_paste > 0.0:
+        paste_rng = np.random.default_rng([int(seed), int(epoch), int(index), _COPY_PASTE_STREAM])
+        if paste_rng.random() < options.copy_paste:
+            pasted = _paste_source(dataset, index, options, paste_rng)
+            if pasted is not None:
+                image, masks, labels, iscrowd = _paste(image, masks, labels, iscrowd, *pasted)
     visible = masks.any(axis=(1, 2))
     masks, labels, iscrowd = masks[visible], labels[visible], iscrowd[visible]
 
@@ -196,6 +207,94 @@ def load_example(dataset, index, options=None, *, training=False, epoch=0):
         "image_info": image_info,
     }
     return image, targets
+
+
+def _augment(image, masks, options, training, rng):
+    """Letterbox (scale jitter, crop offset), flip and colour of one decoded image: ``(image, masks, scale)``."""
+    image_size, scale_jitter = options.image_size, options.scale_jitter
+    # Draw every random number in a fixed order so turning one augmentation
+    # off leaves the others unchanged.
+    do_flip = rng.random() < 0.5
+    low, high = scale_jitter if scale_jitter else (1.0, 1.0)
+    jitter = rng.uniform(low, high)
+    offset = rng.random(2)
+
+    orig_h, orig_w = image.shape[:2]
+    if not training or not scale_jitter:
+        jitter = 1.0
+    if not training:
+        offset = (0.0, 0.0)
+    image, masks, scale = transforms.letterbox(image, masks, image_size, jitter, offset)
+    if training:
+        # Flip and colour act on the image's part of the canvas, after the
+        # resize: the same augmentations as on the original, at a sixth of
+        # the pixels (a flip of the crop is the crop of the flip at the
+        # mirrored offset, which is as likely).
+        keep_w, keep_h = transforms.letterbox_window((orig_h, orig_w), image_size, scale, offset)[2]
+        if options.flip and do_flip:
+            image[:keep_h, :keep_w], masks[:, :keep_h, :keep_w] = transforms.hflip(
+                image[:keep_h, :keep_w], masks[:, :keep_h, :keep_w])
+        if options.photometric:
+            image[:keep_h, :keep_w] = transforms.photometric(image[:keep_h, :keep_w], rng)
+    return image, masks, scale
+
+
+def _paste_source(dataset, index, options, rng):
+    """What copy-paste puts on record ``index``: ``(image, masks, labels)`` on the canvas, or None.
+
+    Another record (uniform over the others) and a random subset of its
+    non-crowd instances (each with p = 0.5, at least one), augmented as a
+    training example with ``rng``; chosen instances that the crop leaves
+    empty are left out. The subset is drawn before the resize so only its
+    masks are resized. None when the dataset has one record, the other
+    record has no non-crowd instance, or none of the chosen is visible.
+    """
+    count = len(dataset.records)
+    if count < 2:
+        return None
+    other = int(rng.integers(count - 1))
+    other += other >= index
+    decoded = decode_instances(dataset, dataset.records[other])
+    things = np.flatnonzero(~decoded["iscrowd"])
+    if not len(things):
+        return None
+    chosen = rng.random(len(things)) < 0.5
+    if not chosen.any():
+        chosen[rng.integers(len(things))] = True
+    things = things[chosen]
+    # Views, not a fancy-indexed copy: the masks stay the transposed views
+    # `transforms.resize_masks` shrinks without copying.
+    masks = [decoded["masks"][i] for i in things]
+    image, masks, _ = _augment(decoded["image"], masks, options, True, rng)
+    visible = masks.any(axis=(1, 2))
+    if not visible.any():
+        return None
+    return image, masks[visible], decoded["labels"][things][visible]
+
+
+def _paste(image, masks, labels, iscrowd, paste_image, paste_masks, paste_labels):
+    """Puts ``paste_masks``' pixels of ``paste_image`` on ``image`` (in place) and updates the instances.
+
+    Every mask (crowd ones too) loses the covered pixels; a non-crowd
+    instance that is covered and left with fewer than
+    ``COPY_PASTE_MIN_PIXELS`` pixels is dropped. The pasted instances come
+    after the image's own.
+
+    Returns:
+        ``(image, masks, labels, iscrowd)``.
+    """
+    covered = paste_masks.any(axis=0)
+    np.copyto(image, paste_image, where=covered[..., None])
+    keep = np.ones(len(masks), bool)
+    if len(masks):
+        hit = np.flatnonzero(masks[:, covered].any(axis=1))
+        for n in hit:
+            masks[n][covered] = 0
+            keep[n] = iscrowd[n] or np.count_nonzero(masks[n]) >= COPY_PASTE_MIN_PIXELS
+    masks = np.concatenate([masks[keep], paste_masks.astype(np.uint8)])
+    labels = np.concatenate([labels[keep], paste_labels]).astype(labels.dtype)
+    iscrowd = np.concatenate([iscrowd[keep], np.zeros(len(paste_masks), bool)])
+    return image, masks, labels, iscrowd
 
 
 def steps_per_epoch(dataset, batch_size, drop_remainder=False):
