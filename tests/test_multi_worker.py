@@ -63,6 +63,7 @@ def _log_epochs(run):
         return [int(row["epoch"]) for row in csv.DictReader(stream)]
 
 
+@pytest.mark.slow  # two processes training (25 s): make test-slow, CI
 def test_two_workers_train_one_run_folder(synthetic, tmp_path):
     run = tmp_path / "run"
     outputs, scratch = _run_workers(synthetic, run, tmp_path, epochs=2)

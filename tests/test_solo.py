@@ -277,8 +277,9 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
-# batch: BatchNorm's fused kernel per replica (the edge preset's heads); group in make test-all
-@pytest.mark.parametrize("head_norm", [pytest.param("group", marks=pytest.mark.slow), "batch"])
+# batch: BatchNorm's fused kernel per replica (the edge preset's heads); both in make test-slow (35 s each)
+@pytest.mark.slow
+@pytest.mark.parametrize("head_norm", ["group", "batch"])
 def test_mirrored_strategy_matches_single_device(tiny_data, head_norm):
     script = MIRRORED_SCRIPT.format(root=ROOT, data=tiny_data, head_norm=head_norm)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
