@@ -135,12 +135,12 @@ def cmd_config(args):
 
 
 def cmd_train(args):
-    _quiet_tf()
     from keras_solo.config import load_config
 
     config = load_config(args.config, args.set)
     out = args.out or os.path.join("runs", os.path.splitext(os.path.basename(args.config or "default"))[0])
     check_output(out)  # before TensorFlow loads (7-8 s)
+    _quiet_tf()
     from keras_solo import api
     from keras_solo.train import writes_run_folder
 
@@ -152,13 +152,13 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    _quiet_tf()
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "eval")
     check_output(out)  # before TensorFlow, the model load and the whole evaluation
     if not args.overwrite:
         held = [n for n in ("metrics.json", "detections.json") if os.path.exists(os.path.join(out, n))]
         if held:
             raise SoloError(f"{out}: already holds {' and '.join(held)}; use --overwrite or another --out")
+    _quiet_tf()
     from keras_solo import api
     from keras_solo.errors import write_json
     from keras_solo.evaluate import format_metrics
@@ -176,24 +176,32 @@ def cmd_evaluate(args):
     print(f"wrote {metrics_path} and detections.json")
 
 
+def _engine_factory(args):
+    """`keras_solo.load_engine` for --model, made once the runtime's loop has checked the source and
+    --out (TensorFlow loads then)."""
+    def make():
+        _quiet_tf()
+        from keras_solo import api
+
+        return api.load_engine(args.model, threads=args.threads)
+
+    return make
+
+
 def cmd_predict(args):
-    _quiet_tf()
-    from keras_solo import api
     from keras_solo.runtime.cli import predict_command
     from keras_solo.runtime.sources import next_run_dir
 
     if args.out is None:  # like ultralytics: a fresh numbered folder, never an earlier one
         args.out = next_run_dir(os.path.join("runs", "predict"))
     # The runtime's loop (what keras-solo-runtime predict runs on a device); a .keras model as a KerasEngine.
-    predict_command(lambda: api.load_engine(args.model, threads=args.threads), args, progress=True)
+    predict_command(_engine_factory(args), args, progress=True)
 
 
 def cmd_track(args):
-    _quiet_tf()
-    from keras_solo import api
     from keras_solo.runtime.cli import track_command
 
-    track_command(lambda: api.load_engine(args.model, threads=args.threads), args, progress=True)
+    track_command(_engine_factory(args), args, progress=True)
 
 
 def cmd_ablation(args):
@@ -204,9 +212,9 @@ def cmd_ablation(args):
 
 
 def cmd_export(args):
-    _quiet_tf()
     if args.out:  # before TensorFlow loads (7-8 s); the default lies beside the model
         check_output(args.out, folder=args.format == "saved_model")
+    _quiet_tf()
     import keras  # its backend: KERAS_BACKEND or ~/.keras/keras.json
 
     backend = keras.backend.backend()

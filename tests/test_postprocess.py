@@ -335,14 +335,14 @@ def test_one_exif_policy_train_evaluate_predict_runner(tmp_path):
     import cv2
 
     from keras_solo.data import coco
-    from keras_solo.runtime import bench, image as runtime_image, sources
+    from keras_solo.runtime import bench, image as runtime_image, stream
 
     image = np.zeros((40, 100, 3), np.uint8)
     image[:, :20] = 255  # stored: 40 rows x 100 columns, bright left edge
     path = tmp_path / "rotated.jpg"
     _jpeg_with_exif_orientation(path, image, 6)
     assert cv2.imread(str(path)).shape[:2] == (100, 40)  # what plain cv2.imread does with the tag
-    assert coco.read_image is sources.read_image is bench.read_image is runtime_image.read_image
+    assert coco.read_image is stream.read_image is bench.read_image is runtime_image.read_image
     got = runtime_image.read_image(str(path))
     assert got.shape == (40, 100, 3)
     assert got[:, :20].mean() > 200 and got[:, 40:].mean() < 50  # not rotated

@@ -140,7 +140,9 @@ def resize_model(model, imgsz):
     if width <= 0 or height <= 0 or width % step or height % step:
         raise SoloError(f"--imgsz {width}x{height}: width and height must be positive multiples of {step}")
     config = model.get_config()
-    config["input_size"] = [width, height]
+    # The serialised PyramidBackbone holds the input size (and the shape it was built for: dropped).
+    pyramid = {key: value for key, value in config["backbone"].items() if key != "build_config"}
+    config["backbone"] = {**pyramid, "config": {**pyramid["config"], "input_size": [width, height]}}
     resized = SOLO.from_config(config)
     resized.build()
     resized.set_weights(model.get_weights())
