@@ -203,9 +203,11 @@ def load_engine(model, *, threads=None, overrides=()):
 _ENGINES = {}  # the engines detect() used last: a loop over images loads and compiles a model once
 
 
-def _engine(model, threads=None, cache=False):
+def _cached_engine(model):
+    """`load_engine(model)`, kept for the next call while the model (and its decoder) or file is the same."""
     import keras
 
+    cache = True
     if isinstance(model, SOLO):
         if keras.backend.backend() != "tensorflow":  # jax.jit reads the weights once: no cache
             cache = False
@@ -216,7 +218,7 @@ def _engine(model, threads=None, cache=False):
         key, parts = (path, stat and stat.st_mtime_ns, stat and stat.st_size), ()
     if cache and key in _ENGINES:
         return _ENGINES[key][1]
-    engine = load_engine(model, threads=threads)
+    engine = load_engine(model)
     if cache:
         while len(_ENGINES) >= 2:
             _ENGINES.pop(next(iter(_ENGINES)))
@@ -259,7 +261,7 @@ def detect(model, image, *, score=0.3, masks=True):
     from keras_solo.runtime.detections import detections_record
 
     source, image = _image(image)
-    engine = _engine(model, cache=True)
+    engine = _cached_engine(model)
     found, _ = engine(image, min_score=score)
     instances = detections_record(source, found, engine.class_names)["instances"]
     if masks:
