@@ -87,10 +87,13 @@ def _resize_masks(masks, size):
     """
     if tuple(masks.shape[2:4]) == tuple(size):
         return masks
-    channels_last = ops.transpose(masks, (0, 2, 3, 1))
-    resized = ops.image.resize(channels_last, size, interpolation="bilinear", antialias=False)
-    resized = ops.cast(resized >= 0.5, "float32")
-    return ops.transpose(resized, (0, 3, 1, 2))
+    # Each mask as its own one-channel image: reshapes, no transposes (TensorFlow's
+    # graph optimiser would move a transpose before the uint8 -> float cast, and
+    # oneDNN logs an error line for a uint8 transpose).
+    num_inst, (h, w) = masks.shape[1], masks.shape[2:4]
+    resized = ops.image.resize(ops.reshape(masks, (-1, h, w, 1)), size, interpolation="bilinear",
+                               antialias=False)
+    return ops.cast(ops.reshape(resized, (-1, num_inst, *size)) >= 0.5, "float32")
 
 
 def build_targets(

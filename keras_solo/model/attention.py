@@ -212,7 +212,10 @@ class GridAttention(keras.layers.Layer):
             raise ValueError("GridAttention.gather_logits: call the layer on features first (it is not built)")
         cells = self.grid * self.grid
         cell_index = ops.clip(ops.cast(cell_index, "int32"), 0, cells - 1)
-        chosen = ops.take_along_axis(self._flat(grid_vectors), cell_index[:, :, None], axis=1)  # (B, P, d): V_k
+        # V_k of each chosen cell, (B, P, d): rows of the batch's (B * S^2, d) stack (a gather with
+        # offsets; take_along_axis would transpose int64 indices, a oneDNN error line on TensorFlow)
+        offsets = ops.arange(ops.shape(cell_index)[0], dtype="int32")[:, None] * cells
+        chosen = ops.take(ops.reshape(grid_vectors, (-1, grid_vectors.shape[-1])), cell_index + offsets, axis=0)
         upsampled = ops.image.resize(grid_vectors, tuple(out_size), interpolation="bilinear")  # (B, Hm, Wm, d)
         # resize(F_new(k))[y, x] = scale * V_k . resize(V)[y, x]   (bilinear resize is linear)
         layout = "bhwp" if channels_last else "bphw"
