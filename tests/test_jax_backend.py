@@ -2,7 +2,8 @@
 Keras' JAX backend: the same tiny model and batch give the same loss as on
 TensorFlow; a JAX-trained `.keras` exports to int8 TFLite under TensorFlow;
 training on JAX needs no TensorFlow. The JAX side runs in subprocesses (a
-Keras process has one backend)."""
+Keras process has one backend). All of them are `slow` (make test-slow, CI):
+JAX compiles each operation of a model's set-up on first use."""
 
 import importlib.util
 import json
@@ -19,18 +20,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Builds the tiny model, loads WEIGHTS, prints the inference-mode loss of a fixed
-# batch, then (FIT=1) fits 3 epochs on it and prints the losses.
-PROBE = r'''
-import json, os, sys
-sys.path.insert(0, os.environ["TESTS"])
-import keras
-import numpy as np
-from helpers import tiny_config
-from keras_solo import builders
-from keras_solo.train import build_optimizer
-
-def batch(config):
+def fixed_batch(config):
+    """One batch of 2 images with 3 instances, the same in every process."""
     width, height = config.model.input_size
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (2, height, width, 3)).astype("float32")
@@ -47,44 +38,55 @@ def batch(config):
          "image_info": np.tile(np.array([height, width, 1, 1], np.float32), (2, 1))}
     return x, y
 
+
+# Builds the tiny model, loads WEIGHTS and fits 3 epochs of the fixed batch: the first epoch's
+# loss is the training-mode loss of the batch before any update (one step per epoch). Only
+# the compiled train step runs on JAX (op-by-op eager JAX costs ~30 s of compiling here).
+PROBE = r"""
+import json, os, sys
+sys.path.insert(0, os.environ["TESTS"])
+import keras
+from helpers import tiny_config
+from test_jax_backend import fixed_batch
+from keras_solo import builders
+from keras_solo.train import build_optimizer
+
 config = tiny_config()
 model = builders.build_model(config)
 model.load_weights(os.environ["WEIGHTS"])
-x, y = batch(config)
-loss = float(model.compute_loss(x, y, model(x, training=False), training=False))
-result = {"backend": keras.backend.backend(), "loss": loss}
-if os.environ.get("FIT") == "1":
-    model.compile(optimizer=build_optimizer(config.train, 1))
-    result["fit"] = model.fit(x, y, batch_size=2, epochs=3, verbose=0).history["loss"]
-print("RESULT " + json.dumps(result))
-'''
+x, y = fixed_batch(config)
+model.compile(optimizer=build_optimizer(config.train, 1))
+fit = model.fit(x, y, batch_size=2, epochs=3, shuffle=False, verbose=0).history["loss"]
+print("RESULT " + json.dumps({"backend": keras.backend.backend(), "fit": fit}))
+"""
 
 
-def _probe(backend, weights, fit=False):
-    env = dict(os.environ, KERAS_BACKEND=backend, TESTS=HERE, WEIGHTS=str(weights), FIT="1" if fit else "0",
-               TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+def _probe(backend, weights):
+    env = dict(os.environ, KERAS_BACKEND=backend, TESTS=HERE, WEIGHTS=str(weights), TF_CPP_MIN_LOG_LEVEL="3",
+               JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     return json.loads(lines[-1][len("RESULT "):])
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
+@pytest.mark.slow  # make test-all / CI's make test-slow: JAX compiles every op of the model's set-up (~45 s CPU)
+def test_same_loss_on_tensorflow_and_jax(tmp_path):
+    """The training-mode loss of one batch from the same weights: TensorFlow here, JAX in a subprocess
+    (its first `fit` step); then JAX's `fit` lowers it."""
     from keras_solo import builders
 
-    path = tmp_path_factory.mktemp("jax") / "tiny.weights.h5"
-    builders.build_model(tiny_config()).save_weights(str(path))
-    return path
-
-
-def test_same_loss_on_tensorflow_and_jax(weights):
-    tf_result = _probe("tensorflow", weights)
-    jax_result = _probe("jax", weights, fit=True)
-    assert (tf_result["backend"], jax_result["backend"]) == ("tensorflow", "jax")
-    assert np.isfinite(tf_result["loss"]) and tf_result["loss"] > 0
-    np.testing.assert_allclose(jax_result["loss"], tf_result["loss"], rtol=1e-5)
+    config = tiny_config()
+    model = builders.build_model(config)
+    weights = tmp_path / "tiny.weights.h5"
+    model.save_weights(str(weights))
+    x, y = fixed_batch(config)
+    tf_loss = float(model.compute_loss(x, y, model(x, training=True), training=True))
+    jax_result = _probe("jax", weights)
+    assert jax_result["backend"] == "jax"
+    assert np.isfinite(tf_loss) and tf_loss > 0
     losses = jax_result["fit"]
+    np.testing.assert_allclose(losses[0], tf_loss, rtol=1e-5)
     assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
 
 
