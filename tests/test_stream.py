@@ -230,3 +230,25 @@ def test_predict_on_a_video_with_limit_and_ctrl_c(tmp_path, capsys):
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 7  # a playable file under its final name
     assert sorted(os.listdir(tmp_path / "stop")) == ["clip_pred.mp4", "detections.json"]
     assert "(interrupted)" in capsys.readouterr().out
+
+
+def test_the_source_is_closed_when_the_output_cannot_open(monkeypatch):
+    """A camera or reader thread is released when the output fails before the stream starts."""
+
+    class Source:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    def refuse(*args, **kwargs):
+        raise SoloError("out: cannot write the video")
+
+    for name, run in (("PredictOutput", lambda source: stream_module.predict_source(BrightEngine(), source, "out")),
+                      ("TrackOutput", lambda source: stream_module.track_source(BrightEngine(), source, "out",
+                                                                                tracker=Tracker()))):
+        monkeypatch.setattr(stream_module, name, refuse)
+        source = Source()
+        with pytest.raises(SoloError, match="cannot write the video"):
+            run(source)
+        assert source.closed, name

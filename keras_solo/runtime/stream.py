@@ -447,6 +447,16 @@ class PredictOutput(OverlayOutput):
             write_json(os.path.join(self.out, "detections.json"), self.records, what="detections", indent=None)
 
 
+def _open_output(source, make):
+    """`make()`, the output of a stream; the source is closed when it fails (a camera
+    released, a reader thread ended), as `run_stream` closes it otherwise."""
+    try:
+        return make()
+    except BaseException:
+        source.close()
+        raise
+
+
 def predict_source(engine, source, out, *, score_thr=0.3, progress=None):
     """Detects in `source` (a `StreamSource`: a video, a folder or an image)
     with `engine` into `out` (`PredictOutput`; made by
@@ -455,11 +465,7 @@ def predict_source(engine, source, out, *, score_thr=0.3, progress=None):
     detections.json records) and ``times`` (seconds per engine call).
     The first failed write is the one-line error; Ctrl-C keeps what was
     done."""
-    try:
-        output = PredictOutput(out, source, engine.class_names, score_thr=score_thr)
-    except BaseException:
-        source.close()
-        raise
+    output = _open_output(source, lambda: PredictOutput(out, source, engine.class_names, score_thr=score_thr))
     result = None
     try:
         result = run_stream(engine, source, output, score_thr=score_thr, progress=progress)  # closes the source
@@ -473,7 +479,7 @@ def track_source(engine, source, out, *, tracker, score_thr=0.1, progress=None):
     """Tracks `source` (a `StreamSource`) with `engine` and `tracker` into
     `out` (`TrackOutput`); returns `run_stream`'s result plus ``tracks``
     (distinct track IDs reported)."""
-    output = TrackOutput(out, source, engine.class_names)
+    output = _open_output(source, lambda: TrackOutput(out, source, engine.class_names))
     finished = False
     try:
         result = run_stream(engine, source, output, score_thr=score_thr, tracker=tracker, progress=progress)
