@@ -97,6 +97,7 @@ def examples(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow  # make test-all / CI: three example scripts end to end (~50 s); finetune.py below stays in make test
 def test_fit_then_predict_export_then_predict_folder(examples, monkeypatch):
     """examples/fit.py, predict_export.py (int8, the runtime), predict_folder.py (on the export)."""
     root, data = examples, examples / "data"

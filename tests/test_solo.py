@@ -236,7 +236,7 @@ def test_overfits_four_images(tiny_data):
 
     model.compile(optimizer=build_optimizer(config.train, 1))
     ds = builders.build_dataset(config, coco, training=False, batch_size=4).cache().repeat()
-    history = model.fit(ds, epochs=12, steps_per_epoch=25, verbose=0)
+    history = model.fit(ds, epochs=6, steps_per_epoch=25, verbose=0)  # dice 0.85 after 100 steps, 0.91 after 150
     dice = history.history["pos_dice"][-1]
     assert dice > 0.8, history.history["pos_dice"]
     assert history.history["loss"][-1] < history.history["loss"][0] / 2
