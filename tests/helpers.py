@@ -208,3 +208,23 @@ def tiny_config(data_dir=None, *extra):
                       f"data.val_json={os.path.join(data_dir, 'instances_val.json')}"]
     overrides += list(extra)
     return load_config(os.path.join(root, "training", "demo.yaml"), overrides)
+
+
+def fixed_batch(config):
+    """One batch of 2 images with 3 instances for `tiny_config()`, the same in every process
+    (tests/test_jax_backend.py compares backends on it)."""
+    width, height = config.model.input_size
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (2, height, width, 3)).astype("float32")
+    m = config.data.max_instances
+    masks = np.zeros((2, m, height // 4, width // 4), np.uint8)
+    masks[:, 0, 4:10, 6:20] = 1
+    masks[1, 1, 2:12, 2:8] = 1
+    classes = np.full((2, m), -1, np.int32)
+    classes[:, 0], classes[1, 1] = 1, 3
+    boxes = np.zeros((2, m, 4), np.float32)
+    boxes[:, 0], boxes[1, 1] = [24, 16, 80, 40], [8, 8, 32, 48]
+    y = {"masks": masks, "classes": classes, "boxes": boxes,
+         "ignore": np.zeros((2, height // 4, width // 4), np.uint8),
+         "image_info": np.tile(np.array([height, width, 1, 1], np.float32), (2, 1))}
+    return x, y

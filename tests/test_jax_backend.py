@@ -13,31 +13,12 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import tiny_config
+from helpers import fixed_batch, tiny_config
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("jax") is None,
                                 reason="jax is not installed (pip install keras-solo[jax])")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-def fixed_batch(config):
-    """One batch of 2 images with 3 instances, the same in every process."""
-    width, height = config.model.input_size
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (2, height, width, 3)).astype("float32")
-    m = config.data.max_instances
-    masks = np.zeros((2, m, height // 4, width // 4), np.uint8)
-    masks[:, 0, 4:10, 6:20] = 1
-    masks[1, 1, 2:12, 2:8] = 1
-    classes = np.full((2, m), -1, np.int32)
-    classes[:, 0], classes[1, 1] = 1, 3
-    boxes = np.zeros((2, m, 4), np.float32)
-    boxes[:, 0], boxes[1, 1] = [24, 16, 80, 40], [8, 8, 32, 48]
-    y = {"masks": masks, "classes": classes, "boxes": boxes,
-         "ignore": np.zeros((2, height // 4, width // 4), np.uint8),
-         "image_info": np.tile(np.array([height, width, 1, 1], np.float32), (2, 1))}
-    return x, y
-
 
 # Builds the tiny model, loads WEIGHTS and fits 3 epochs of the fixed batch: the first epoch's
 # loss is the training-mode loss of the batch before any update (one step per epoch). Only
@@ -46,8 +27,7 @@ PROBE = r"""
 import json, os, sys
 sys.path.insert(0, os.environ["TESTS"])
 import keras
-from helpers import tiny_config
-from test_jax_backend import fixed_batch
+from helpers import fixed_batch, tiny_config
 from keras_solo import builders
 from keras_solo.train import build_optimizer
 
