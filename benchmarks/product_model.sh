@@ -9,7 +9,9 @@
 #    (network only), interleaved rounds on the median val frame, and the CPU it ran on
 # Writes OUT_DIR/{ema,raw}_val_all.json, int8_val_all.json, compare_int8.json, log.csv.
 # Env: DATA (default ../shared/data/cityscapes5), VAL_ALL (default data/cityscapes5/instances_val_all.json),
-#      PEERS (default ../shared/peers), K (default .venv/bin/keras-solo).
+#      PEERS (default ../shared/peers), K (default .venv/bin/keras-solo),
+#      SETS (inference settings over the run's config for evaluate and export, e.g.
+#      "eval.mask_downsample=1 eval.nms_pool=2"; default none).
 set -euo pipefail
 RUN=$1; OUT=$2; ROUNDS=${3:-3}
 DATA=${DATA:-../shared/data/cityscapes5}
@@ -17,18 +19,21 @@ VAL_ALL=${VAL_ALL:-data/cityscapes5/instances_val_all.json}
 PEERS=${PEERS:-../shared/peers}
 K=${K:-.venv/bin/keras-solo}
 export TF_CPP_MIN_LOG_LEVEL=3
+SET_ARGS=(); for s in ${SETS:-}; do SET_ARGS+=(--set "$s"); done
 quiet() { tr "\r" "\n" | grep -v "^[WIE]0000\|^WARNING\|fully_quantize\|^INFO\|^evaluate:\|it/s\]$" || true; }
 mkdir -p "$OUT"
 cp "$RUN/log.csv" "$OUT/log.csv"
 for weights in ema raw; do
   model=$RUN/last.keras; [ $weights = raw ] && model=$RUN/last_raw.keras
   [ -f "$model" ] || continue
-  echo "+ $K evaluate --model $model --data $VAL_ALL --images $DATA --out $RUN/eval_$weights --overwrite"
-  $K evaluate --model "$model" --data "$VAL_ALL" --images "$DATA" --out "$RUN/eval_$weights" --overwrite 2>&1 | quiet
+  echo "+ $K evaluate --model $model --data $VAL_ALL --images $DATA --out $RUN/eval_$weights --overwrite ${SET_ARGS[*]}"
+  $K evaluate --model "$model" --data "$VAL_ALL" --images "$DATA" --out "$RUN/eval_$weights" --overwrite \
+      "${SET_ARGS[@]}" 2>&1 | quiet
   cp "$RUN/eval_$weights/metrics.json" "$OUT/${weights}_val_all.json"
 done
-echo "+ $K export --model $RUN/last.keras --format tflite --quant int8 --out $RUN/int8.tflite --overwrite"
-$K export --model "$RUN/last.keras" --format tflite --quant int8 --out "$RUN/int8.tflite" --overwrite 2>&1 | quiet
+echo "+ $K export --model $RUN/last.keras --format tflite --quant int8 --out $RUN/int8.tflite --overwrite ${SET_ARGS[*]}"
+$K export --model "$RUN/last.keras" --format tflite --quant int8 --out "$RUN/int8.tflite" --overwrite \
+    "${SET_ARGS[@]}" 2>&1 | quiet
 echo "+ $K benchmark $RUN/int8.tflite --runs 1 --warmup 0 --data $VAL_ALL --images $DATA --json $OUT/int8_val_all.json"
 $K benchmark "$RUN/int8.tflite" --runs 1 --warmup 0 --data "$VAL_ALL" --images "$DATA" --overwrite \
     --json "$OUT/int8_val_all.json" 2>&1 | quiet
