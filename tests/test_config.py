@@ -140,6 +140,7 @@ def test_a_preset_names_its_base_and_only_what_it_changes(tmp_path):
     assert product.data.train_json.endswith("instances_train_all.json")
     assert product.data.train_images == edge.data.train_images  # a section merges key by key
     assert product.train.epochs == 15 and product.train.ema_momentum > 0
+    assert product.data.copy_paste == 0.5 and edge.data.copy_paste == 0.0
     assert product.train.learning_rate == edge.train.learning_rate
     (tmp_path / "a.yaml").write_text("base: b.yaml\ntrain:\n  epochs: 2\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")
