@@ -78,28 +78,26 @@ def best_overlaps(gt, detections):
     return out
 
 
-def without_confusions(detections, overlaps, names, similar_only):
-    """The detections less those that overlap an object of another class most (IoU >= 0.1, more
-    than any object of their own class; with `similar_only`, of a similar class): the COCO analysis
-    removes these false positives rather than relabel them."""
-    out = []
-    for det, (category, iou, own) in zip(detections, overlaps):
-        if category is not None and iou >= 0.1 and iou > own and category != det["category_id"]:
-            pair = {names[category], names[det["category_id"]]}
-            if not similar_only or any(pair <= group for group in SIMILAR):
-                continue
-        out.append(det)
-    return out
+def error_kind(det, overlap, names):
+    """What removes a detection from the rows: "BG" (it overlaps no object at IoU >= 0.1), "Sim" / "Oth"
+    (it overlaps an object of a similar / another class more than any of its own: the COCO analysis
+    removes these false positives rather than relabel them), or None (it stays in every row)."""
+    category, iou, own = overlap
+    if category is None or iou < 0.1:
+        return "BG"
+    if iou > own and category != det["category_id"]:
+        pair = {names[category], names[det["category_id"]]}
+        return "Sim" if any(pair <= group for group in SIMILAR) else "Oth"
+    return None
 
 
-def breakdown(gt, detections, overlaps, area):
-    names = {c["id"]: c["name"] for c in gt.loadCats(gt.getCatIds())}
-    sim = without_confusions(detections, overlaps, names, similar_only=True)
-    oth = without_confusions(detections, overlaps, names, similar_only=False)
-    background = [det for det in oth if overlaps[det["_index"]][1] >= 0.1]
-    rows = [("C75", detections, 0.75), ("C50", detections, 0.5), ("Loc", detections, 0.1),
-            ("Sim", sim, 0.1), ("Oth", oth, 0.1), ("BG", background, 0.1)]
-    return {name: round(evaluate(gt, dets, iou, area)[0], 2) for name, dets, iou in rows}
+def breakdown(gt, detections, kinds, area):
+    """The rows of the module doc; `kinds`: `error_kind` of each detection."""
+    removed = {"C75": (), "C50": (), "Loc": (), "Sim": ("Sim",), "Oth": ("Sim", "Oth"), "BG": ("Sim", "Oth", "BG")}
+    iou = {"C75": 0.75, "C50": 0.5}
+    return {row: round(evaluate(gt, [d for d, k in zip(detections, kinds) if k not in gone], iou.get(row, 0.1),
+                                area)[0], 2)
+            for row, gone in removed.items()}
 
 
 def main(argv=None):
@@ -111,9 +109,8 @@ def main(argv=None):
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(args.gt)
     detections = json.load(open(args.dt))
-    for index, det in enumerate(detections):
-        det["_index"] = index  # its row in `overlaps` (pycocotools keeps extra keys)
-    overlaps = best_overlaps(gt, detections)
+    names = {c["id"]: c["name"] for c in gt.loadCats(gt.getCatIds())}
+    kinds = [error_kind(det, overlap, names) for det, overlap in zip(detections, best_overlaps(gt, detections))]
     result = {"gt": args.gt, "dt": args.dt, "detections": len(detections),
               "objects": {}, "recall_iou50": {}, "analysis": {}}
     for area in ("small", "medium", "large"):
@@ -122,7 +119,7 @@ def main(argv=None):
         recall = evaluate(gt, detections, 0.5, area)[1]
         result["recall_iou50"][area] = None if recall is None else round(recall, 2)
     for area in ("all", "not small"):
-        result["analysis"][area] = breakdown(gt, detections, overlaps, area)
+        result["analysis"][area] = breakdown(gt, detections, kinds, area)
     print(f"{len(detections)} detections on {len(gt.getImgIds())} images")
     print("objects per size:", result["objects"], "| recall at IoU 0.5 (%):", result["recall_iou50"])
     print("segm AP (%) with each kind of error removed in turn:")
