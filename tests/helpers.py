@@ -23,6 +23,7 @@ a transformed mask still sits on its colour.
 """
 
 import dataclasses
+import importlib.util
 import json
 import os
 
@@ -228,3 +229,12 @@ def fixed_batch(config):
          "ignore": np.zeros((2, height // 4, width // 4), np.uint8),
          "image_info": np.tile(np.array([height, width, 1, 1], np.float32), (2, 1))}
     return x, y
+
+
+def load_benchmark(name):
+    """The script benchmarks/NAME.py as a module (benchmarks/ is no package)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,20 +1,10 @@
 """benchmarks/ap_breakdown.py: the COCO error analysis removes each kind of error in turn."""
 
-import importlib.util
 import json
-import os
 
 import numpy as np
+from helpers import load_benchmark
 from pycocotools import mask as mask_utils
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("ap_breakdown", os.path.join(ROOT, "benchmarks", "ap_breakdown.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def rle(box, size=(120, 200)):
@@ -43,7 +33,7 @@ def test_each_row_removes_one_kind_of_error(tmp_path):
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "dt.json").write_text(json.dumps([{"image_id": 1, "category_id": c, "bbox": b, "score": s,
                                                    "segmentation": rle(b)} for c, b, s in dets]))
-    result = load_benchmark().main(["--gt", str(tmp_path / "gt.json"), "--dt", str(tmp_path / "dt.json"),
+    result = load_benchmark("ap_breakdown").main(["--gt", str(tmp_path / "gt.json"), "--dt", str(tmp_path / "dt.json"),
                                     "--json", str(tmp_path / "out.json")])
     mean = lambda rank: round((100 / rank + 200) / 3, 2)  # noqa: E731 - car, bus (100), person (100)
     assert result["analysis"]["all"] == {"C75": mean(5), "C50": mean(5), "Loc": mean(4), "Sim": mean(3),

@@ -385,16 +385,11 @@ def test_benchmark_times_a_baseline_alternating(tmp_path):
     """benchmarks/track_synthetic.py: chosen seeds, quality only or with the update timed against another
     version of track.py (here the same file) in the same process."""
     pytest.importorskip("motmetrics")
-    import importlib.util
-    import os
+    from helpers import load_benchmark
 
     import keras_solo.runtime.track as track_module
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("track_synthetic", os.path.join(root, "benchmarks",
-                                                                                  "track_synthetic.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("track_synthetic")
     small = ["--frames", "8", "--objects", "3", "--size", "128x64"]
     bench.main(["--out", str(tmp_path / "quality.json"), "--seeds", "7", "--no-timing", "--tracker", "contain=0"]
                + small)
