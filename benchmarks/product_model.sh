@@ -11,7 +11,9 @@
 # Env: DATA (default ../shared/data/cityscapes5), VAL_ALL (default data/cityscapes5/instances_val_all.json),
 #      PEERS (default ../shared/peers), K (default .venv/bin/keras-solo),
 #      SETS (inference settings over the run's config for evaluate and export, e.g.
-#      "eval.mask_downsample=1 eval.nms_pool=2"; default none).
+#      "eval.mask_downsample=1 eval.nms_pool=2"; default none),
+#      TOP_K, EXPORT_POOL (the export's candidates and Matrix NMS pooling; default the run's config:
+#      a run trained before the recipe set them takes TOP_K=100 EXPORT_POOL=2 to export as it now does).
 set -euo pipefail
 RUN=$1; OUT=$2; ROUNDS=${3:-3}
 DATA=${DATA:-../shared/data/cityscapes5}
@@ -20,6 +22,8 @@ PEERS=${PEERS:-../shared/peers}
 K=${K:-.venv/bin/keras-solo}
 export TF_CPP_MIN_LOG_LEVEL=3
 SET_ARGS=(); for s in ${SETS:-}; do SET_ARGS+=(--set "$s"); done
+TOPK_ARGS=(); [ -n "${TOP_K:-}" ] && TOPK_ARGS=(--top-k "$TOP_K")
+[ -n "${EXPORT_POOL:-}" ] && TOPK_ARGS+=(--set "eval.nms_pool=$EXPORT_POOL")
 quiet() { tr "\r" "\n" | grep -v "^[WIE]0000\|^WARNING\|fully_quantize\|^INFO\|^evaluate:\|it/s\]$" || true; }
 mkdir -p "$OUT"
 cp "$RUN/log.csv" "$OUT/log.csv"
@@ -31,8 +35,8 @@ for weights in ema raw; do
       "${SET_ARGS[@]}" 2>&1 | quiet
   cp "$RUN/eval_$weights/metrics.json" "$OUT/${weights}_val_all.json"
 done
-echo "+ $K export --model $RUN/last.keras --format tflite --quant int8 --out $RUN/int8.tflite --overwrite ${SET_ARGS[*]}"
-$K export --model "$RUN/last.keras" --format tflite --quant int8 --out "$RUN/int8.tflite" --overwrite \
+echo "+ $K export --model $RUN/last.keras --format tflite --quant int8 --out $RUN/int8.tflite --overwrite ${TOPK_ARGS[*]} ${SET_ARGS[*]}"
+$K export --model "$RUN/last.keras" --format tflite --quant int8 --out "$RUN/int8.tflite" --overwrite "${TOPK_ARGS[@]}" \
     "${SET_ARGS[@]}" 2>&1 | quiet
 echo "+ $K benchmark $RUN/int8.tflite --runs 1 --warmup 0 --data $VAL_ALL --images $DATA --json $OUT/int8_val_all.json"
 $K benchmark "$RUN/int8.tflite" --runs 1 --warmup 0 --data "$VAL_ALL" --images "$DATA" --overwrite \

@@ -271,12 +271,16 @@ class ExportConfig:
     """Edge export: fixed-size top-K outputs."""
 
     top_k: int = 100
+    # Matrix NMS pooling in the export graph (0: eval.nms_pool): a larger
+    # top_k with pooled masks costs what a smaller one does unpooled.
+    nms_pool: int = 0
     quant: str = "fp32"  # one of runtime.formats.QUANTS (the TFLite ones)
     calib_images: int = 100
     threads: int = 2
 
     def __post_init__(self):
         _check(self.top_k >= 1, "export.top_k", "must be >= 1")
+        _check(self.nms_pool in (0, 1, 2, 4), "export.nms_pool", "must be 0 (eval.nms_pool), 1, 2 or 4")
         _check(self.quant in QUANTS, "export.quant", f"must be one of {', '.join(QUANTS)}")
         _check(self.calib_images >= 1, "export.calib_images", "must be >= 1")
         _check(self.threads >= 1, "export.threads", "must be >= 1")

@@ -111,12 +111,13 @@ def export_graph_engine(model_path, *, threads=2, top_k=None):
         threads: TensorFlow intra-op threads (inter-op: 1). Set before
             TensorFlow runs anything; later calls keep the first setting.
         top_k: candidate budget; default the run's config.yaml `export.top_k`
-            next to the model, else `ExportConfig().top_k`.
+            next to the model, else `ExportConfig().top_k`. The run's
+            `export.nms_pool` applies too.
     """
     import tensorflow as tf
 
     from keras_solo.config import ExportConfig, load_run_config
-    from keras_solo.export.graph import input_signature, serving_function
+    from keras_solo.export.graph import input_signature, serving_function, use_export_decoding
     from keras_solo.model.solo import load_model
 
     try:
@@ -124,10 +125,11 @@ def export_graph_engine(model_path, *, threads=2, top_k=None):
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass  # TensorFlow already initialised in this process
-    model = load_model(model_path)
+    run_config = load_run_config(model_path)
+    export_config = run_config.export if run_config is not None else ExportConfig()
+    model = use_export_decoding(load_model(model_path), export_config)
     if top_k is None:
-        run_config = load_run_config(model_path)
-        top_k = (run_config.export if run_config is not None else ExportConfig()).top_k
+        top_k = export_config.top_k
     graph = tf.function(serving_function(model, top_k=top_k), input_signature=input_signature(model))
     return KerasEngine(model, network=lambda batch: graph(tf.constant(batch)), path=model_path, threads=threads,
                        meta={"top_k": int(top_k), "gflops": None})

@@ -134,7 +134,8 @@ def test_backbone_freezing_is_off_by_default_and_auto_follows_the_weights():
 def test_a_preset_names_its_base_and_only_what_it_changes(tmp_path):
     product = load_config(os.path.join(ROOT, "training", "edge_cityscapes5.yaml"))
     edge = load_config(os.path.join(ROOT, "training", "edge.yaml"))
-    assert product.export == edge.export
+    assert product.export == dataclasses.replace(edge.export, top_k=100, nms_pool=2) and edge.export.top_k == 50
+    assert product.eval == edge.eval and product.eval.nms_pool == 1
     assert product.model.grids == (40, 14, 10, 8) and edge.model.grids == (20, 14, 10, 8)
     assert dataclasses.replace(product.model, grids=edge.model.grids) == edge.model  # only the grid
     assert product.data.train_json.endswith("instances_train_all.json")

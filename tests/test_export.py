@@ -597,3 +597,34 @@ def test_batch_norm_heads_fold_at_export_and_match_keras(art, tmp_path):
     group = json.load(open(export.sidecar_path(exported(art, "tflite", "int8"))))["ops"]["network_int8"]
     head_group_norms = len(model.levels) * 2 * model.head_convs  # GroupNorm after every tower conv, per level
     assert group["RSQRT"] - ops["RSQRT"] == head_group_norms > 0  # left: the tiny backbone's and the attention's
+
+
+def test_export_nms_pool_sets_the_export_graphs_decoding(art, tmp_path):
+    """`export.nms_pool` of the run's config.yaml reaches the exported model's decoder (the
+    Keras evaluation keeps `eval.nms_pool`); 0 keeps the eval setting; `--set eval.nms_pool` wins."""
+    import argparse
+    import shutil
+
+    from keras_solo.config import ExportConfig, load_config
+
+    model_path = str(tmp_path / "tiny.keras")
+    shutil.copy(art["model_path"], model_path)
+    (tmp_path / "config.yaml").write_text("export:\n  top_k: 12\n  nms_pool: 2\n")
+    assert load_config(str(tmp_path / "config.yaml")).eval.nms_pool == 1
+
+    def request(*overrides):
+        args = argparse.Namespace(model=model_path, format="tflite", quant="fp32", calib_images=None, top_k=None,
+                                  out=str(tmp_path / "x.tflite"), overwrite=False, calib_data=None, calib_root=None,
+                                  imgsz=None, set=list(overrides))
+        return export.export_request(args)
+
+    model, options = request()
+    assert model.decoder.nms_pool == 2 and options["top_k"] == 12
+    model, _ = request("eval.nms_pool=4")
+    assert model.decoder.nms_pool == 4
+    before = art["model"].decoder
+    try:
+        export.use_export_decoding(art["model"], ExportConfig())
+        assert art["model"].decoder is before
+    finally:
+        art["model"].decoder = before

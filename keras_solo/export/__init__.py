@@ -40,6 +40,7 @@ from keras_solo.export.graph import (
     reference_outputs,
     resize_model,
     serving_function,
+    use_export_decoding,
 )
 from keras_solo.export.readback import (
     format_op_report,
@@ -56,7 +57,7 @@ __all__ = [
     "check_tflite_loads", "convert_onnx", "convert_tflite", "default_output", "export_model", "export_request",
     "export_plan", "fix_onnx_resizes", "format_export_summary", "format_op_report", "input_signature", "onnx_flops",
     "onnx_has_runtime_conv_weights", "op_report", "reference_outputs", "resize_model",
-    "serving_function", "sidecar_path", "tflite_flops", "tflite_graph",
+    "serving_function", "sidecar_path", "tflite_flops", "tflite_graph", "use_export_decoding",
 ]
 
 
@@ -240,9 +241,8 @@ def export_request(args):
         if not calib_json:
             raise SoloError("--quant int8 needs --calib-data FILE.json (training images, COCO JSON); "
                             "no config.yaml next to the model names one")
-    model = load_model(args.model)
-    model = resize_model(model, args.imgsz)
-    if getattr(args, "set", None):
+    model = use_export_decoding(resize_model(load_model(args.model), args.imgsz), export_config)
+    if getattr(args, "set", None):  # after the export's own settings: the command line wins
         from keras_solo.engine import apply_eval_overrides
 
         apply_eval_overrides(model, args.set)

@@ -43,6 +43,14 @@ def network_tensor(name):
     return name.startswith(NETWORK_SCOPE + "/")
 
 
+def use_export_decoding(model, export_config):
+    """Sets the model's decoder to the export's Matrix NMS pooling
+    (``export.nms_pool``; 0 keeps ``eval.nms_pool``)."""
+    if export_config is not None and export_config.nms_pool:
+        model.decoder = model.decoder.replace(nms_pool=int(export_config.nms_pool))
+    return model
+
+
 def export_plan(model, top_k):
     """The fixed output sizes of the export graph.
 
