@@ -115,6 +115,7 @@ def test_benchmark_reports_latency_rss_size_without_tensorflow(art, fmt, tmp_pat
     assert result["image_size"] == [150, 80] and result["input_size"] == [128, 64]
     assert result["gflops"] > 0 and result["achieved_gflops_per_s"] > 0
     assert "p50" in proc.stdout and "FPS" in proc.stdout
+    assert result["cpu"]["cores"] >= 1 and result["cpu"]["model"] and "int8 instructions:" in proc.stdout
 
 
 def test_bad_model_files_are_one_line_errors(art, tmp_path):
@@ -396,3 +397,20 @@ def test_keras_solo_without_the_training_install_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         "error: keras-solo train needs the training install, which lacks yaml: pip install 'keras-solo[train]' "
         "(exported models run without it: keras-solo-runtime)"]
+
+
+def test_cpu_info_names_the_model_and_its_int8_instruction_sets():
+    """x86 flags and Arm features of /proc/cpuinfo (the first processor's), and "none of" when absent."""
+    from keras_solo.runtime.bench import cpu_info, format_cpu
+
+    epyc = ("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx fma avx2 bmi2\n\n"
+            "processor\t: 1\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu avx512_vnni\n")
+    info = cpu_info(epyc)
+    assert info["model"] == "AMD EPYC 7B13" and info["int8_isa"] == ["avx2", "fma"]
+    xeon = "model name : Intel Xeon\nflags : avx2 fma avx512f avx512_vnni amx_bf16 amx_int8 amx_tile\n"
+    assert cpu_info(xeon)["int8_isa"] == ["avx2", "fma", "avx512f", "avx512_vnni", "amx_int8"]
+    arm = "processor : 0\nFeatures : fp asimd asimddp i8mm\nCPU part : 0xd42\n"
+    info = cpu_info(arm)
+    assert info["model"] == "Arm CPU part 0xd42" and info["int8_isa"] == ["asimddp", "i8mm"]
+    line = format_cpu(cpu_info("model name : Old\nflags : sse2\n"))
+    assert line.startswith("cpu: Old, ") and "int8 instructions: none of avx2" in line

@@ -75,6 +75,49 @@ def peak_rss_mb():
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
+# Instruction sets int8 inference speed hangs on (issue 29): x86 flags (AVX2 / FMA for
+# XNNPACK's and onnxruntime's int8 kernels, AVX-512 and its VNNI dot product, AVX-VNNI,
+# AMX tiles) and Arm features (SDOT "asimddp", I8MM, SVE).
+INT8_ISA = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm", "sve")
+
+
+def cpu_info(cpuinfo=None):
+    """The CPU's model, cores and the int8-relevant instruction sets it has.
+
+    Args:
+        cpuinfo: the text of /proc/cpuinfo; None reads it (Linux), or falls
+            back to `platform.processor()` with no instruction sets known.
+
+    Returns:
+        dict: ``model`` (str), ``cores`` (os.cpu_count()), ``int8_isa``
+        (the members of `INT8_ISA` present, in that order; None when unknown).
+    """
+    import platform
+
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return {"model": platform.processor() or platform.machine() or "unknown", "cores": os.cpu_count(),
+                    "int8_isa": None}
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())  # the first processor's
+    model = fields.get("model name") or fields.get("hardware") or fields.get("cpu model") or (
+        f"Arm CPU part {fields['cpu part']}" if "cpu part" in fields else platform.processor() or "unknown")
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    return {"model": model, "cores": os.cpu_count(), "int8_isa": [f for f in INT8_ISA if f in flags]}
+
+
+def format_cpu(info):
+    """``cpu: MODEL, N cores; int8 instructions: avx2 fma ...`` (one line)."""
+    isa = info.get("int8_isa")
+    known = "unknown" if isa is None else (" ".join(isa) or "none of " + " ".join(INT8_ISA))
+    return f"cpu: {info['model']}, {info['cores']} cores; int8 instructions: {known}"
+
+
 def _loadavg():
     try:
         return round(os.getloadavg()[0], 2)
@@ -92,8 +135,8 @@ def benchmark(engine, image=None, *, warmup=5, runs=50, min_score=0.3):
     Returns:
         dict: latency_ms (min/p50/p90/p99/mean of the whole call), preprocess_ms,
         network_ms, decode_ms, fps, cpu_ms_per_run, loadavg_1m, detections,
-        peak_rss_mb, model_size_mb, gflops and achieved_gflops_per_s (network
-        p50) when the sidecar has GFLOPs.
+        peak_rss_mb, model_size_mb, cpu (`cpu_info`), gflops and
+        achieved_gflops_per_s (network p50) when the sidecar has GFLOPs.
     """
     if warmup < 0 or runs < 1:
         raise SoloError(f"--warmup {warmup} / --runs {runs}: need warmup >= 0 and runs >= 1")
@@ -127,6 +170,7 @@ def benchmark(engine, image=None, *, warmup=5, runs=50, min_score=0.3):
         "min_score": min_score,
         "peak_rss_mb": peak_rss_mb(),
         "model_size_mb": round(size / 2**20, 3),
+        "cpu": cpu_info(),
     }
     if meta.get("gflops"):
         result["gflops"] = meta["gflops"]
@@ -176,7 +220,7 @@ def compare(engine, peers, image=None, *, rounds=3, warmup=10, runs=100, min_sco
     Returns:
         dict: ``rounds`` [{ours: {total, network, decode}, peers: {name: p50},
         ratio: {name: ours total / peer}}] (p50 ms), ``peers`` {name: input
-        shape}, ``detections``, ``threads``, ``loadavg_1m``.
+        shape}, ``detections``, ``threads``, ``loadavg_1m``, ``cpu`` (`cpu_info`).
     """
     if rounds < 1 or runs < 1 or warmup < 0:
         raise SoloError("--rounds and --runs must be >= 1, --warmup >= 0")
@@ -205,14 +249,14 @@ def compare(engine, peers, image=None, *, rounds=3, warmup=10, runs=100, min_sco
             "image_size": [int(image.shape[1]), int(image.shape[0])], "threads": engine.threads,
             "runs": runs, "warmup": warmup, "detections": int(len(found["scores"])), "min_score": min_score,
             "peers": {name: shape for name, (_, _, shape) in sessions.items()}, "rounds": results,
-            "loadavg_1m": [load_before, _loadavg()]}
+            "loadavg_1m": [load_before, _loadavg()], "cpu": cpu_info()}
 
 
 def format_compare(result):
     lines = [f"{os.path.basename(result['model'])} whole call ({result['detections']} detections > "
              f"{result['min_score']}) vs ONNX peers, network only; {result['threads']} threads, "
              f"p50 of {result['runs']} runs per model and round, load average "
-             f"{result['loadavg_1m'][0]} -> {result['loadavg_1m'][1]}"]
+             f"{result['loadavg_1m'][0]} -> {result['loadavg_1m'][1]}", "  " + format_cpu(result["cpu"])]
     for i, row in enumerate(result["rounds"], 1):
         ours = row["ours"]
         peers = "  ".join(f"{name} {ms:.2f} (ratio {row['ratio'][name]:.2f})" for name, ms in row["peers"].items())
@@ -233,6 +277,7 @@ def format_benchmark(result):
         f"  model {result['model_size_mb']:.2f} MiB, peak RSS {result['peak_rss_mb']:.0f} MiB, "
         f"{result['detections']} detections > {result['min_score']}, {result['cpu_ms_per_run']:.1f} CPU-ms per call, "
         f"load average {result['loadavg_1m'][0]} -> {result['loadavg_1m'][1]}",
+        "  " + format_cpu(result["cpu"]),
     ]
     if "gflops" in result:
         lines.append(f"  {result['gflops']:.2f} GFLOPs, {result['achieved_gflops_per_s']:.1f} GFLOP/s (network p50)")
