@@ -43,7 +43,6 @@ $K benchmark "$RUN/int8.tflite" --runs 1 --warmup 0 --data "$VAL_ALL" --images "
     --json "$OUT/int8_val_all.json" 2>&1 | quiet
 if [ "$ROUNDS" -gt 0 ]; then
   MEDIAN=$(ls "$DATA"/val/images/monchengladbach_000000_007695_*.jpg | head -1)  # the median val frame
-  echo "+ cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
   echo "+ $K benchmark $RUN/int8.tflite --threads 2 --warmup 10 --runs 100 --rounds $ROUNDS --source MEDIAN --compare YOLO11n-seg YOLO26n-seg"
   $K benchmark "$RUN/int8.tflite" --threads 2 --warmup 10 --runs 100 --rounds "$ROUNDS" --source "$MEDIAN" \
       --compare "$PEERS/yolo11n-seg_320x640.int8.onnx" "$PEERS/yolo26n-seg_320x640.int8.onnx" \

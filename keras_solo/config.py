@@ -233,6 +233,9 @@ class TrainConfig:
         _check(self.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
 
 
+NMS_POOLS = (1, 2, 4)  # Matrix NMS on binary masks average-pooled by this factor (eval.nms_pool, export.nms_pool)
+
+
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
     """Inference thresholds (SOLO reference test_cfg)."""
@@ -262,7 +265,7 @@ class EvalConfig:
         _check(self.max_per_img <= self.nms_pre, "eval.max_per_img", "must be <= eval.nms_pre")
         _check(self.nms_kernel in ("gaussian", "linear"), "eval.nms_kernel", "must be 'gaussian' or 'linear'")
         _check(self.nms_sigma > 0, "eval.nms_sigma", "must be > 0")
-        _check(self.nms_pool in (1, 2, 4), "eval.nms_pool", "must be 1, 2 or 4")
+        _check(self.nms_pool in NMS_POOLS, "eval.nms_pool", "must be 1, 2 or 4")
         _check(self.mask_downsample in (1, 2), "eval.mask_downsample", "must be 1 or 2")
 
 
@@ -280,7 +283,7 @@ class ExportConfig:
 
     def __post_init__(self):
         _check(self.top_k >= 1, "export.top_k", "must be >= 1")
-        _check(self.nms_pool in (0, 1, 2, 4), "export.nms_pool", "must be 0 (eval.nms_pool), 1, 2 or 4")
+        _check(self.nms_pool in (0,) + NMS_POOLS, "export.nms_pool", "must be 0 (eval.nms_pool), 1, 2 or 4")
         _check(self.quant in QUANTS, "export.quant", f"must be one of {', '.join(QUANTS)}")
         _check(self.calib_images >= 1, "export.calib_images", "must be >= 1")
         _check(self.threads >= 1, "export.threads", "must be >= 1")
