@@ -97,7 +97,8 @@ def main(argv=None):
     source = args.source or next(iter(sorted(glob.glob(os.path.join(ROOT, MEDIAN_FRAME)))), None)
     for path in [*args.models, args.peer, source]:
         if not path or not os.path.isfile(path):
-            sys.exit(f"error: {path or MEDIAN_FRAME}: file not found")
+            print(f"error: {path or MEDIAN_FRAME}: file not found", file=sys.stderr)
+            sys.exit(2)
     rounds = []
     for r in range(args.rounds):
         rounds.append([measure(args.k, model, source, args.peer, args.runs) for model in args.models])

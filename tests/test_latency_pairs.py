@@ -65,6 +65,8 @@ def test_runs_each_file_per_round_and_writes_every_round(tmp_path, capsys):
     assert "cpu: Fake CPU, 2 cores" in printed and "| new.tflite | 37.50 |" in printed
 
 
-def test_a_missing_file_is_a_one_line_error(tmp_path):
-    with pytest.raises(SystemExit, match="nothing.tflite: file not found"):
+def test_a_missing_file_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
         load_benchmark("latency_pairs").main([str(tmp_path / "nothing.tflite"), "--source", str(tmp_path)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nothing.tflite'}: file not found\n"
