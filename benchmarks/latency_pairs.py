@@ -23,11 +23,11 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere in the checkout
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run from anywhere in the checkout
 
 from keras_solo.runtime.bench import format_cpu  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEDIAN_FRAME = "../shared/data/cityscapes5/val/images/monchengladbach_000000_007695_*.jpg"
 PEER = "../shared/peers/yolo11n-seg_320x640.int8.onnx"
 
