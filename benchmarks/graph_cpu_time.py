@@ -23,6 +23,11 @@ import time
 
 import numpy as np
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run from anywhere in the checkout
+
+from keras_solo.runtime.bench import short_names  # noqa: E402
+
 
 def summarise(models, rounds):
     """Per model: p50 and minimum of all calls, and the median (quartiles) over rounds of its
@@ -45,9 +50,9 @@ def summarise(models, rounds):
 
 def table(summary):
     lines = ["| file | p50 CPU-ms | min CPU-ms | / reference, median of rounds (quartiles) |", "|---|---|---|---|"]
-    for model, s in summary.items():
+    for name, s in zip(short_names(list(summary)), summary.values()):
         q1, q3 = s["to_reference_quartiles"]
-        lines.append(f"| {os.path.basename(model)} | {s['p50_ms']:.2f} | {s['min_ms']:.2f} | "
+        lines.append(f"| {name} | {s['p50_ms']:.2f} | {s['min_ms']:.2f} | "
                      f"{s['to_reference']:.3f} ({q1:.3f}-{q3:.3f}) |")
     return "\n".join(lines)
 

@@ -26,7 +26,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from anywhere in the checkout
 
-from keras_solo.runtime.bench import format_cpu  # noqa: E402
+from keras_solo.runtime.bench import format_cpu, short_names  # noqa: E402
 
 MEDIAN_FRAME = "../shared/data/cityscapes5/val/images/monchengladbach_000000_007695_*.jpg"
 PEER = "../shared/peers/yolo11n-seg_320x640.int8.onnx"
@@ -59,8 +59,8 @@ def summarise(models, rounds):
 def table(summary):
     lines = ["| file | whole call ms | network ms | / reference, whole call (range) | / reference, network | "
              "ratio to the peer (range) | detections |", "|---|---|---|---|---|---|---|"]
-    for model, s in summary.items():
-        lines.append(f"| {os.path.basename(model)} | {s['total_ms']:.2f} | {s['network_ms']:.2f} | "
+    for name, s in zip(short_names(list(summary)), summary.values()):
+        lines.append(f"| {name} | {s['total_ms']:.2f} | {s['network_ms']:.2f} | "
                      f"{s['total_to_reference']:.3f} ({s['total_to_reference_range'][0]:.2f}-"
                      f"{s['total_to_reference_range'][1]:.2f}) | {s['network_to_reference']:.3f} | "
                      f"{s['ratio_to_peer']:.3f} ({s['ratio_to_peer_range'][0]:.2f}-"

@@ -1,6 +1,7 @@
 """benchmarks/graph_cpu_time.py: interleaved 1-thread rounds, each figure a median of same-round ratios."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -19,6 +20,15 @@ def test_summary_takes_medians_of_same_round_ratios():
     assert new["to_reference_quartiles"] == pytest.approx([np.percentile([12.5 / 11, 1.3, 1.15], 25),
                                                            np.percentile([12.5 / 11, 1.3, 1.15], 75)])
     assert new["p50_ms"] == 12.5 and new["min_ms"] == 11.0
+
+
+def test_table_names_keep_the_folder_where_basenames_clash():
+    table = load_benchmark("graph_cpu_time").table
+    row = {"p50_ms": 1.0, "min_ms": 1.0, "to_reference": 1.0, "to_reference_quartiles": [1.0, 1.0]}
+    assert "| x.tflite |" in table({"runs/a/x.tflite": row, "runs/b/y.tflite": row})
+    lines = table({"runs/a/int8.tflite": row, "runs/b/int8.tflite": row, "runs/c.tflite": row}).splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| " + os.path.join("a", "int8.tflite"), "| " + os.path.join("b", "int8.tflite"), "| c.tflite"]
 
 
 def test_rounds_interleave_the_files_and_time_each_call():

@@ -118,6 +118,17 @@ def format_cpu(info):
     return f"cpu: {info['model']}, {info['cores']} cores; int8 instructions: {known}"
 
 
+def short_names(paths):
+    """Names for a table of model files: the basenames, or where two basenames are alike the paths
+    below the files' common folder (``runs/a/int8.tflite``, ``runs/b/int8.tflite``: ``a/int8.tflite``,
+    ``b/int8.tflite``)."""
+    names = [os.path.basename(p) for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    return [os.path.relpath(os.path.abspath(p), root) for p in paths]
+
+
 def _loadavg():
     try:
         return round(os.getloadavg()[0], 2)
