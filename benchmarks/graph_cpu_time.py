@@ -1,4 +1,4 @@
-""".tflite graphs against one another in CPU time of one thread: what a change to the graph costs.
+""".tflite graphs against one another, taking turns every few calls: what a change to the graph costs.
 
     python benchmarks/graph_cpu_time.py REFERENCE.tflite OTHER.tflite ... [--rounds 20] [--json OUT.json]
 
@@ -11,7 +11,9 @@ same-round ratios with its quartiles. Also printed: the p50 and the minimum over
 
 What it measures is the graph (network and decoding; no letterbox, no Python around the call), so
 it ranks variants of one model, trained or not (the graphs have fixed sizes, so untrained heads time
-like trained ones). The 2-thread whole call against a peer is `latency_pairs.py`'s job.
+like trained ones). ``--threads 2`` times the same way in wall time (`time.perf_counter`) on 2 LiteRT
+threads: the files still take turns every few calls, which a shared machine's drift spares more than
+one process per file. The 2-thread whole call against a peer is `latency_pairs.py`'s job.
 """
 
 import argparse
@@ -49,7 +51,7 @@ def summarise(models, rounds):
 
 
 def table(summary):
-    lines = ["| file | p50 CPU-ms | min CPU-ms | / reference, median of rounds (quartiles) |", "|---|---|---|---|"]
+    lines = ["| file | p50 ms | min ms | / reference, median of rounds (quartiles) |", "|---|---|---|---|"]
     for name, s in zip(short_names(list(summary)), summary.values()):
         q1, q3 = s["to_reference_quartiles"]
         lines.append(f"| {name} | {s['p50_ms']:.2f} | {s['min_ms']:.2f} | "
@@ -74,11 +76,11 @@ def measure(interpreters, rounds, calls, clock=time.thread_time, progress=print)
     return result
 
 
-def load(path, warmup):
-    """A 1-thread interpreter of `path` with the fixed image set, after `warmup` calls."""
+def load(path, warmup, threads=1):
+    """An interpreter of `path` on `threads` threads with the fixed image set, after `warmup` calls."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interp = Interpreter(model_path=path, num_threads=1)
+    interp = Interpreter(model_path=path, num_threads=threads)
     interp.allocate_tensors()
     detail = interp.get_input_details()[0]
     image = np.random.default_rng(0).uniform(0, 255, detail["shape"]).astype(detail["dtype"])
@@ -94,6 +96,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--calls", type=int, default=5, help="timed calls per file and round")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="LiteRT threads: 1 is timed in thread CPU time, more in wall time")
     parser.add_argument("--json", help="every call of every round and the summary")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args(argv)
@@ -104,14 +108,17 @@ def main(argv=None):
     if args.json and os.path.exists(args.json) and not args.overwrite:
         print(f"error: {args.json}: exists (pass --overwrite to replace it)", file=sys.stderr)
         sys.exit(2)
-    interpreters = [load(path, args.warmup) for path in args.models]
-    rounds = measure(interpreters, args.rounds, args.calls)
+    interpreters = [load(path, args.warmup, args.threads) for path in args.models]
+    clock, what = (time.thread_time, "1 thread, thread CPU time") if args.threads == 1 else (
+        time.perf_counter, f"{args.threads} threads, wall time")
+    rounds = measure(interpreters, args.rounds, args.calls, clock=clock)
     summary = summarise(args.models, rounds)
-    print(f"1 thread, thread CPU time, {args.rounds} rounds x {args.calls} calls")
+    print(f"{what}, {args.rounds} rounds x {args.calls} calls")
     print(table(summary))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"models": args.models, "rounds": rounds, "summary": summary}, f, indent=1)
+            json.dump({"models": args.models, "threads": args.threads, "clock": what, "rounds": rounds,
+                       "summary": summary}, f, indent=1)
     return summary
 
 

@@ -70,13 +70,21 @@ def test_times_real_files_and_keeps_every_round(tmp_path, capsys):
     summary = load_benchmark("graph_cpu_time").main(args)
     assert summary[ref]["to_reference"] == 1.0 and summary[new]["min_ms"] > 0
     saved = json.loads(out.read_text())
-    assert saved["models"] == [ref, new]
+    assert saved["models"] == [ref, new] and saved["clock"] == "1 thread, thread CPU time"
     assert [[len(calls) for calls in r] for r in saved["rounds"]] == [[3, 3], [3, 3]]
     assert "| new.tflite |" in capsys.readouterr().out
     with pytest.raises(SystemExit) as stop:  # the JSON exists now
         load_benchmark("graph_cpu_time").main(args)
     assert stop.value.code == 2
     assert capsys.readouterr().err == f"error: {out}: exists (pass --overwrite to replace it)\n"
+
+
+def test_more_threads_time_in_wall_time(tmp_path, capsys):
+    ref = _tiny_tflite(tmp_path / "ref.tflite", 1)
+    out = tmp_path / "wall.json"
+    load_benchmark("graph_cpu_time").main([ref, "--threads", "2", "--rounds", "1", "--json", str(out)])
+    assert json.loads(out.read_text())["clock"] == "2 threads, wall time"
+    assert "2 threads, wall time, 1 rounds x 5 calls" in capsys.readouterr().out
 
 
 def test_a_missing_file_is_a_one_line_error(tmp_path, capsys):
