@@ -28,7 +28,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from anywhere in the checkout
 
-from keras_solo.runtime.bench import short_names  # noqa: E402
+from keras_solo.runtime.bench import cpu_info, format_cpu, short_names  # noqa: E402
 
 
 def summarise(models, rounds):
@@ -101,6 +101,9 @@ def main(argv=None):
     parser.add_argument("--json", help="every call of every round and the summary")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args(argv)
+    if min(args.rounds, args.calls, args.threads) < 1 or args.warmup < 0:
+        print("error: --rounds, --calls and --threads must be >= 1, --warmup >= 0", file=sys.stderr)
+        sys.exit(2)
     for path in args.models:
         if not os.path.isfile(path):
             print(f"error: {path}: file not found", file=sys.stderr)
@@ -108,16 +111,23 @@ def main(argv=None):
     if args.json and os.path.exists(args.json) and not args.overwrite:
         print(f"error: {args.json}: exists (pass --overwrite to replace it)", file=sys.stderr)
         sys.exit(2)
-    interpreters = [load(path, args.warmup, args.threads) for path in args.models]
+    interpreters = []
+    for path in args.models:
+        try:
+            interpreters.append(load(path, args.warmup, args.threads))
+        except (ValueError, RuntimeError) as e:
+            print(f"error: {path}: not a runnable .tflite ({str(e).splitlines()[0][:160]})", file=sys.stderr)
+            sys.exit(2)
     clock, what = (time.thread_time, "1 thread, thread CPU time") if args.threads == 1 else (
         time.perf_counter, f"{args.threads} threads, wall time")
     rounds = measure(interpreters, args.rounds, args.calls, clock=clock)
     summary = summarise(args.models, rounds)
-    print(f"{what}, {args.rounds} rounds x {args.calls} calls")
+    cpu = cpu_info()
+    print(f"{what}, {args.rounds} rounds x {args.calls} calls; {format_cpu(cpu)}")
     print(table(summary))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"models": args.models, "threads": args.threads, "clock": what, "rounds": rounds,
+            json.dump({"models": args.models, "threads": args.threads, "clock": what, "cpu": cpu, "rounds": rounds,
                        "summary": summary}, f, indent=1)
     return summary
 

@@ -84,7 +84,21 @@ def test_more_threads_time_in_wall_time(tmp_path, capsys):
     out = tmp_path / "wall.json"
     load_benchmark("graph_cpu_time").main([ref, "--threads", "2", "--rounds", "1", "--json", str(out)])
     assert json.loads(out.read_text())["clock"] == "2 threads, wall time"
-    assert "2 threads, wall time, 1 rounds x 5 calls" in capsys.readouterr().out
+    assert "2 threads, wall time, 1 rounds x 5 calls; cpu: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rounds", "0"], "--rounds, --calls and --threads must be >= 1, --warmup >= 0"),
+    ([], "not a runnable .tflite"),
+])
+def test_bad_input_is_a_one_line_error(tmp_path, capsys, args, message):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    with pytest.raises(SystemExit) as stop:
+        load_benchmark("graph_cpu_time").main([str(bad), *args])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
 def test_a_missing_file_is_a_one_line_error(tmp_path, capsys):
