@@ -99,6 +99,10 @@ def main(argv=None):
         if not path or not os.path.isfile(path):
             print(f"error: {path or MEDIAN_FRAME}: file not found", file=sys.stderr)
             sys.exit(2)
+    twice = sorted({m for m in args.models if args.models.count(m) > 1})
+    if twice:  # the summary is keyed by file
+        print(f"error: {twice[0]}: given twice (to time a file against itself, copy it)", file=sys.stderr)
+        sys.exit(2)
     rounds = []
     for r in range(args.rounds):
         rounds.append([measure(args.k, model, source, args.peer, args.runs) for model in args.models])

@@ -70,3 +70,13 @@ def test_a_missing_file_is_a_one_line_error(tmp_path, capsys):
         load_benchmark("latency_pairs").main([str(tmp_path / "nothing.tflite"), "--source", str(tmp_path)])
     assert stop.value.code == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'nothing.tflite'}: file not found\n"
+
+
+def test_a_file_given_twice_is_a_one_line_error(tmp_path, capsys):
+    model, frame = tmp_path / "a.tflite", tmp_path / "frame.jpg"
+    model.write_text("20")
+    frame.write_bytes(b"x")
+    with pytest.raises(SystemExit) as stop:
+        load_benchmark("latency_pairs").main([str(model), str(model), "--source", str(frame), "--peer", str(frame)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f"error: {model}: given twice (to time a file against itself, copy it)\n"
