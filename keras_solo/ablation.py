@@ -112,6 +112,18 @@ def _seed_dirs(variant_dir):
     return found
 
 
+def check_variants(variants):
+    """The variant keys to train (all of `VARIANT_KEYS` for None); an unknown key or an empty list is
+    an error. `variants` may be the command line's comma-separated text."""
+    if isinstance(variants, str):
+        variants = [key.strip() for key in variants.split(",") if key.strip()]
+    variants = list(VARIANT_KEYS if variants is None else variants)
+    unknown = [key for key in variants if key not in VARIANT_KEYS]
+    if unknown or not variants:
+        raise SoloError(f"--variants {','.join(unknown) or '(empty)'}: choose from {', '.join(VARIANT_KEYS)}")
+    return variants
+
+
 def run_ablation(config, out_dir, *, seeds=1, overwrite=False, variants=None, eval_json=None, verbose=None):
     """Trains and evaluates every variant x seed; returns ({variant: [segm metrics]}, tables).
 
@@ -130,10 +142,7 @@ def run_ablation(config, out_dir, *, seeds=1, overwrite=False, variants=None, ev
     from keras_solo.model.solo import load_model
     from keras_solo.train import train
 
-    variants = list(VARIANT_KEYS if variants is None else variants)
-    unknown = [key for key in variants if key not in VARIANT_KEYS]
-    if unknown or not variants:
-        raise SoloError(f"--variants {','.join(unknown) or '(empty)'}: choose from {', '.join(VARIANT_KEYS)}")
+    variants = check_variants(variants)
     if eval_json:
         config = replace(config, **{"data.val_json": eval_json})
     val = builders.load_split(config, "val")  # checked before anything is trained or written
@@ -178,7 +187,7 @@ def run_ablation(config, out_dir, *, seeds=1, overwrite=False, variants=None, ev
 def ablation_command(args):
     config = load_config(args.config, args.set)
     out = args.out or os.path.join("runs", "ablation_" + os.path.splitext(os.path.basename(args.config))[0])
-    variants = [key.strip() for key in args.variants.split(",") if key.strip()] if args.variants else None
+    variants = check_variants(args.variants) if args.variants else None
     _, tables = run_ablation(config, out, seeds=args.seeds, overwrite=args.overwrite, variants=variants,
                              eval_json=args.eval_json)
     print(tables)

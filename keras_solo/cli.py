@@ -205,9 +205,11 @@ def cmd_track(args):
 
 
 def cmd_ablation(args):
-    _quiet_tf()
-    from keras_solo.ablation import ablation_command
+    from keras_solo.ablation import ablation_command, check_variants  # no Keras yet
 
+    if args.variants:
+        check_variants(args.variants)  # before Keras loads (7-8 s)
+    _quiet_tf()
     ablation_command(args)
 
 
