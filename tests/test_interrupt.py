@@ -59,6 +59,9 @@ def _no_partial_files(run):
             load_model(run / name)
 
 
+# Two training processes end to end (30-50 s, the suite's slowest): behind `slow`, run by CI's make test-slow;
+# the resume paths in-process stay in make test (test_resumed_fit_moves_the_data_epoch_on and the config check).
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume(synthetic, tmp_path):
     from keras_solo.model.solo import load_model
 
