@@ -132,8 +132,9 @@ def run_ablation(config, out_dir, *, seeds=1, overwrite=False, variants=None, ev
             finished (`train.seed` + k); finished seed folders beyond them
             are evaluated and counted too.
         overwrite: re-train the listed variants' seeds 0..seeds-1.
-        variants: keys of the variants to train (`VARIANT_KEYS`); the others'
-            finished seed folders are only evaluated. Defaults to None (all).
+        variants: keys of the variants to train (`VARIANT_KEYS`), a list or
+            comma-separated text; the others' finished seed folders are only
+            evaluated. Defaults to None (all).
         eval_json: the COCO file to report on (images under
             `data.val_images`). Defaults to None (`data.val_json`).
     """
@@ -187,8 +188,7 @@ def run_ablation(config, out_dir, *, seeds=1, overwrite=False, variants=None, ev
 def ablation_command(args):
     config = load_config(args.config, args.set)
     out = args.out or os.path.join("runs", "ablation_" + os.path.splitext(os.path.basename(args.config))[0])
-    variants = check_variants(args.variants) if args.variants else None
-    _, tables = run_ablation(config, out, seeds=args.seeds, overwrite=args.overwrite, variants=variants,
-                             eval_json=args.eval_json)
+    _, tables = run_ablation(config, out, seeds=args.seeds, overwrite=args.overwrite,
+                             variants=args.variants or None, eval_json=args.eval_json)
     print(tables)
     print(f"\nwrote {out}/ablation.md, ablation.json, ablation.png")
